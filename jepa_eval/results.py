@@ -1,0 +1,156 @@
+"""Self-describing result files: one JSON record per run, and a tidy table of all of them.
+
+A record holds everything needed to read its numbers without the command line that made
+them: the model (path, content hash, family, key), the dataset and split sizes, the protocol
+with its version and every hyper-parameter, the metrics, the software and the device.
+Each metric is a row: ``{"name": "top1", "value": 71.3, **coordinates}`` where the
+coordinates say which point of a sweep it is (``k``, ``seed``, ``fraction``, ``head``...).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from jepa_eval.atomic import TMP_MARKER, atomic_write_json
+from jepa_eval.errors import JepaEvalError
+
+DEFAULT_RESULTS_DIR = Path("results")
+RECORD_SCHEMA = 1
+
+
+@dataclass
+class Metric:
+    """One number: ``name`` (top1, top5, rankme...), ``value`` and where in a sweep it lies."""
+
+    name: str
+    value: float
+    coords: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": float(self.value), **self.coords}
+
+
+@dataclass
+class ResultRecord:
+    """Everything one protocol run produced. ``metrics`` holds every number it printed."""
+
+    protocol: str
+    protocol_version: str
+    model: dict[str, Any]
+    dataset: dict[str, Any]
+    features: dict[str, Any]
+    params: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    summary: dict[str, Any] = field(default_factory=dict)
+    run_id: str = ""
+    created: str = ""
+    command: list[str] = field(default_factory=list)
+    environment: dict[str, Any] = field(default_factory=dict)
+    wall_time_s: float = 0.0
+    schema: int = RECORD_SCHEMA
+
+    def __post_init__(self) -> None:
+        if not self.run_id:
+            self.run_id = new_run_id(self.protocol)
+        if not self.created:
+            self.created = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+        if not self.command:
+            self.command = list(sys.argv)
+        if not self.environment:
+            self.environment = environment_info()
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def new_run_id(protocol: str) -> str:
+    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    return f"{stamp}-{protocol}-{uuid.uuid4().hex[:6]}"
+
+
+def environment_info() -> dict[str, Any]:
+    """Package versions, Python, host and device of this process."""
+    from importlib import metadata
+
+    versions: dict[str, str] = {}
+    for package in ("jepa-eval", "torch", "torchvision", "timm", "faiss-cpu", "numpy",
+                    "scikit-learn", "pandas"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    device = "cpu"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            device = f"cuda:{torch.cuda.get_device_name(0)}"
+        threads = torch.get_num_threads()
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        threads = os.cpu_count() or 1
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads,
+        "device": device,
+        "packages": versions,
+    }
+
+
+def write_record(record: ResultRecord, results_dir: str | os.PathLike[str] = DEFAULT_RESULTS_DIR) -> Path:
+    """Write ``record`` atomically as ``RESULTS_DIR/<run_id>.json`` and return the path."""
+    folder = Path(results_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise JepaEvalError(f"cannot create the results directory {folder}",
+                            expected="a writable directory", found=str(exc)) from exc
+    if not os.access(folder, os.W_OK):
+        raise JepaEvalError(f"the results directory {folder} is not writable",
+                            expected="a directory this user can write to",
+                            found="no write permission", hint="pass --results-dir")
+    path = folder / f"{record.run_id}.json"
+    atomic_write_json(path, record.to_json())
+    return path
+
+
+def read_record(path: str | os.PathLike[str]) -> ResultRecord:
+    """Read one result file; raise :class:`JepaEvalError` if it is not a valid record."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+        return ResultRecord(**data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise JepaEvalError(f"{path} is not a jepa-eval result file",
+                            expected="a JSON record written by jepa-eval", found=str(exc)) from exc
+
+
+def load_records(results_dir: str | os.PathLike[str]) -> list[ResultRecord]:
+    """All result records under ``results_dir`` (recursively), oldest first.
+
+    Temporary files of interrupted writes are never read.
+    """
+    folder = Path(results_dir)
+    if not folder.is_dir():
+        raise JepaEvalError(f"results directory {folder} does not exist",
+                            expected="a folder of *.json result files")
+    paths = sorted(p for p in folder.rglob("*.json") if TMP_MARKER not in p.name)
+    records = []
+    for p in paths:
+        try:
+            data = json.loads(p.read_text())
+        except ValueError:
+            continue
+        if isinstance(data, dict) and data.get("schema") == RECORD_SCHEMA and "protocol" in data:
+            records.append(ResultRecord(**data))
+    return sorted(records, key=lambda r: r.created)
