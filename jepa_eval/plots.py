@@ -1,0 +1,270 @@
+"""Figures drawn from the tidy frame of :mod:`jepa_eval.report`.
+
+Every figure is saved as ``STEM.png`` (150 dpi), ``STEM.pdf`` and ``STEM.csv``, the table it
+was drawn from, all written atomically. Figures use matplotlib's Agg canvas directly (no
+pyplot), so drawing never touches a display or the caller's global matplotlib state.
+Accuracies are percentages; shaded bands and error bars are ± one sample std over seeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from scipy.stats import spearmanr
+
+from jepa_eval.atomic import atomic_path, atomic_write_text
+from jepa_eval.errors import JepaEvalError
+from jepa_eval.report import (DEFAULT_K, PERCENT_METRICS, PROTOCOL_LABELS, column_label, paper_table, select_rows,
+                              table_to_frame, variant_labels)
+
+DPI = 150
+METRIC_LABELS = {"top1": "top-1 accuracy (%)", "top5": "top-5 accuracy (%)", "rankme": "RankMe",
+                 "lidar": "LiDAR", "alpha_req": "α-ReQ (α)", "knn_top1": "k-NN top-1 (%)",
+                 "feature_std": "feature std", "rankme_norm": "RankMe / min(N, D)"}
+MONITOR_METRICS = ("rankme", "alpha_req", "lidar", "knn_top1")
+
+
+def _figure(panels: int, width: float = 5.0, height: float = 3.6) -> tuple[Figure, list[Any]]:
+    """A figure of ``panels`` side-by-side axes (wrapping after 3) on an Agg canvas."""
+    cols = 2 if panels == 4 else min(panels, 3)
+    rows = -(-panels // cols)
+    fig = Figure(figsize=(width * cols, height * rows), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for extra in axes[panels:]:
+        extra.set_visible(False)
+    return fig, axes[:panels]
+
+
+def save_figure(fig: Figure, data: pd.DataFrame, stem: str | Path) -> list[Path]:
+    """Save ``fig`` as STEM.png and STEM.pdf (tight layout) and ``data`` as STEM.csv."""
+    stem = Path(stem)
+    fig.tight_layout()
+    paths = []
+    for ext in ("png", "pdf"):
+        path = stem.parent / f"{stem.name}.{ext}"
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=ext, dpi=DPI, bbox_inches="tight")
+        paths.append(path)
+    paths.append(atomic_write_text(stem.parent / f"{stem.name}.csv", data.to_csv(index=False)))
+    return paths
+
+
+def _metric_label(metric: str) -> str:
+    return METRIC_LABELS.get(metric, f"{metric} (%)" if metric in PERCENT_METRICS else metric)
+
+
+def _data_ticks(ax: Any, values: pd.Series) -> None:
+    """Ticks at the values drawn, on a log axis when they span a factor of 10 or more."""
+    ticks = sorted(float(v) for v in values.unique())
+    if ticks[-1] >= 10 * ticks[0] > 0:
+        ax.set_xscale("log")
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+
+
+def _seed_stats(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Mean, sample std (0 for one seed) and count of ``value`` per ``keys``."""
+    stats = rows.groupby(keys, dropna=False)["value"].agg(["mean", "std", "count"]).reset_index()
+    return stats.assign(std=stats["std"].fillna(0.0)).rename(columns={"count": "n"})
+
+
+def _join_k(select: Mapping[str, Any] | None) -> str:
+    wanted = (select or {}).get("k", DEFAULT_K)
+    return ", ".join(map(str, wanted)) if isinstance(wanted, (list, tuple, set)) else str(wanted)
+
+
+def plot_grouped_bars(frame: pd.DataFrame, stem: str | Path, *, protocol: str, metric: str = "top1",
+                      select: Mapping[str, Any] | None = None) -> list[Path]:
+    """Bars of ``metric`` per dataset (groups) and model (bars), ± std over seeds.
+
+    Uses :func:`jepa_eval.report.paper_table`, so the selection (k = 20, chosen linear head,
+    one group per low-shot setting) is the tables' one.
+    """
+    table = paper_table(frame, protocol=protocol, metric=metric, columns=("dataset",), select=select)
+    data = table_to_frame(table)
+    group_width = max(1.1, 0.4 * len(table.rows))
+    fig, (ax,) = _figure(1, width=max(5.0, 2.5 + group_width * len(table.columns)))
+    width = 0.8 / len(table.rows)
+    x = np.arange(len(table.columns))
+    for i, row in enumerate(table.rows):
+        cells = [table.cells.get((row, c)) for c in table.columns]
+        means = [c.mean if c else np.nan for c in cells]
+        stds = [c.std if c and not np.isnan(c.std) else 0.0 for c in cells]
+        bars = ax.bar(x - 0.4 + width * (i + 0.5), means, width, label=row,
+                      yerr=stds if any(stds) else None, capsize=3)
+        ax.bar_label(bars, fmt="%.1f" if metric in PERCENT_METRICS else "%.3g", fontsize=7, padding=2)
+    ax.set_xticks(x, [column_label(c, table.column_fields).replace(" ", "\n", 1) for c in table.columns])
+    ax.set_ylabel(_metric_label(metric))
+    ax.set_xlabel("dataset" + (" and labels" if protocol == "lowshot" else ""))
+    if metric in PERCENT_METRICS:
+        ax.set_ylim(0, min(105.0, max(np.nanmax(data["mean"]) * 1.15, 10.0)))
+    chosen_k = f" (k = {_join_k(select)})" if protocol == "knn" else ""
+    ax.set_title(f"{PROTOCOL_LABELS.get(protocol, protocol)}{chosen_k}: {_metric_label(metric)}")
+    ax.legend(fontsize=8, title="model", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.grid(axis="y", alpha=0.3)
+    return save_figure(fig, data, stem)
+
+
+def plot_lowshot(frame: pd.DataFrame, stem: str | Path, *, metric: str = "top1",
+                 select: Mapping[str, Any] | None = None) -> list[Path]:
+    """Accuracy against labels per class (shots) or labelled fraction (%), one panel per dataset
+    and kind, one line per model with a ± std band over seeds."""
+    rows = select_rows(frame, protocol="lowshot", metric=metric, select=select)
+    shots = rows["shots"] if "shots" in rows else pd.Series(np.nan, index=rows.index)
+    fraction = rows["fraction"] if "fraction" in rows else pd.Series(np.nan, index=rows.index)
+    rows = rows.assign(kind=np.where(shots.notna(), "shots", "fraction"),
+                       x=np.where(shots.notna(), shots, fraction * 100)).dropna(subset=["x"])
+    if rows.empty:
+        raise JepaEvalError("no low-shot results with shots or fractions to draw",
+                            expected="metric rows with a 'shots' or 'fraction' coordinate",
+                            found="only subset-file results")
+    rows = rows.assign(label=variant_labels(rows, ["dataset", "kind", "x"]))
+    data = _seed_stats(rows, ["dataset", "kind", "label", "x"])
+    panels = list(data[["dataset", "kind"]].drop_duplicates().itertuples(index=False))
+    fig, axes = _figure(len(panels))
+    for ax, (dataset, kind) in zip(axes, panels):
+        for label, line in data[(data["dataset"] == dataset) & (data["kind"] == kind)].groupby("label"):
+            line = line.sort_values("x")
+            ax.plot(line["x"], line["mean"], marker="o", label=label)
+            ax.fill_between(line["x"], line["mean"] - line["std"], line["mean"] + line["std"], alpha=0.2)
+        _data_ticks(ax, data.loc[(data["dataset"] == dataset) & (data["kind"] == kind), "x"])
+        ax.set_xlabel("labelled images per class" if kind == "shots" else "labelled fraction (%)")
+        ax.set_ylabel(_metric_label(metric))
+        ax.set_title(f"{dataset}: low-shot {_metric_label(metric).split(' (')[0]}, "
+                     + ("k-shot" if kind == "shots" else "label fraction"))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="model")
+    return save_figure(fig, data, stem)
+
+
+def plot_knn_k(frame: pd.DataFrame, stem: str | Path, *, metric: str = "top1",
+               select: Mapping[str, Any] | None = None) -> list[Path]:
+    """k-NN accuracy against k (log axis), one panel per dataset, one line per model."""
+    rows = select_rows(frame, protocol="knn", metric=metric, select=select, defaults=False)
+    rows = rows.assign(label=variant_labels(rows, ["dataset", "k"]))
+    data = _seed_stats(rows, ["dataset", "label", "k"])
+    datasets = sorted(data["dataset"].unique())
+    fig, axes = _figure(len(datasets))
+    for ax, dataset in zip(axes, datasets):
+        for label, line in data[data["dataset"] == dataset].groupby("label"):
+            line = line.sort_values("k")
+            ax.errorbar(line["k"], line["mean"], yerr=line["std"], marker="o", capsize=3, label=label)
+        _data_ticks(ax, data.loc[data["dataset"] == dataset, "k"])
+        ax.set_xlabel("k (neighbours)")
+        ax.set_ylabel(_metric_label(metric))
+        ax.set_title(f"{dataset}: k-NN {_metric_label(metric).split(' (')[0]} against k")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, title="model", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return save_figure(fig, data, stem)
+
+
+def plot_monitor(frame: pd.DataFrame, stem: str | Path, *,
+                 collapse: Mapping[str, int | None] | None = None,
+                 metrics: Sequence[str] = MONITOR_METRICS) -> list[Path]:
+    """Collapse monitoring: each metric against epoch (one panel each, one line per run); the
+    collapse epoch of a run (``collapse[run_id]``) is a dashed vertical line in its colour."""
+    collapse = dict(collapse or {})
+    rows = frame[(frame["protocol"] == "monitor") & frame["metric"].isin(list(metrics))]
+    if rows.empty or "epoch" not in rows:
+        raise JepaEvalError("no monitor results to draw",
+                            expected=f"monitor records with metrics {', '.join(metrics)} per epoch",
+                            found=f"{len(rows)} rows")
+    names = rows.groupby("model")["run_id"].nunique()
+    labels = [m if names[m] == 1 else f"{m} ({r[-6:]})" for m, r in zip(rows["model"], rows["run_id"])]
+    rows = rows.assign(label=labels)
+    data = rows.groupby(["run_id", "label", "metric", "epoch"])["value"].mean().reset_index()
+    data = data.assign(epoch=data["epoch"].astype(int),
+                       collapse_epoch=data["run_id"].map(collapse).astype("Int64"))
+    present = [m for m in metrics if m in set(data["metric"])]
+    fig, axes = _figure(len(present), width=4.5, height=3.4)
+    colours = {run: f"C{i}" for i, run in enumerate(sorted(data["run_id"].unique()))}
+    for ax, metric in zip(axes, present):
+        for (run, label), line in data[data["metric"] == metric].groupby(["run_id", "label"]):
+            line = line.sort_values("epoch")
+            ax.plot(line["epoch"], line["value"], marker=".", color=colours[run], label=label)
+            if collapse.get(run) is not None:
+                ax.axvline(collapse[run], color=colours[run], linestyle="--", alpha=0.8,
+                           label=f"collapse, {label} (epoch {collapse[run]})")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(_metric_label(metric))
+        ax.set_title(_metric_label(metric).split(" (")[0] + " during training")
+        ax.grid(alpha=0.3)
+    handles, names_ = axes[0].get_legend_handles_labels()
+    axes[0].legend(handles, names_, fontsize=7)
+    return save_figure(fig, data, stem)
+
+
+def rank_accuracy_pairs(frame: pd.DataFrame, *, rank_metric: str = "rankme",
+                        protocol: str = "linear", metric: str = "top1") -> pd.DataFrame:
+    """One row per checkpoint and dataset that has both a rank record and an accuracy record
+    with the same feature mode: model, sha256, dataset, mode, ``rank_metric``, accuracy
+    (``{protocol}_{metric}``, mean over seeds)."""
+    keys = ["model", "sha256", "dataset", "mode"]
+    rank = frame[(frame["protocol"] == "rank") & (frame["metric"] == rank_metric)]
+    accuracy = frame[(frame["protocol"] == protocol) & (frame["metric"] == metric)]
+    if protocol == "knn" and "k" in accuracy:
+        accuracy = accuracy[accuracy["k"] == 20]
+    left = rank.groupby(keys, dropna=False)["value"].mean().rename(rank_metric)
+    right = accuracy.groupby(keys, dropna=False)["value"].mean().rename(f"{protocol}_{metric}")
+    return pd.concat([left, right], axis=1, join="inner").reset_index()
+
+
+def plot_rank_vs_accuracy(frame: pd.DataFrame, stem: str | Path, *, rank_metric: str = "rankme",
+                          protocol: str = "linear", metric: str = "top1") -> list[Path]:
+    """Scatter of a rank metric against accuracy across checkpoints, Spearman ρ in the title.
+
+    The CSV holds the points plus ``spearman_rho`` and ``spearman_p`` (scipy.stats.spearmanr).
+    """
+    data = rank_accuracy_pairs(frame, rank_metric=rank_metric, protocol=protocol, metric=metric)
+    accuracy = f"{protocol}_{metric}"
+    if len(data) < 3:
+        raise JepaEvalError(f"too few checkpoints to correlate {rank_metric} with {protocol} {metric}",
+                            expected="at least 3 (checkpoint, dataset) pairs with both results",
+                            found=f"{len(data)}")
+    rho, p_value = spearmanr(data[rank_metric], data[accuracy])
+    data = data.assign(spearman_rho=float(rho), spearman_p=float(p_value))
+    fig, (ax,) = _figure(1, width=5.5, height=4.2)
+    for dataset, points in data.groupby("dataset"):
+        ax.scatter(points[rank_metric], points[accuracy], s=30, label=dataset)
+        for _, point in points.iterrows():
+            ax.annotate(point["model"], (point[rank_metric], point[accuracy]), fontsize=6,
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel(_metric_label(rank_metric))
+    ax.set_ylabel(f"{PROTOCOL_LABELS.get(protocol, protocol)} {_metric_label(metric)}")
+    ax.margins(0.1)
+    ax.set_title(f"{_metric_label(rank_metric)} vs {PROTOCOL_LABELS.get(protocol, protocol)} "
+                 f"{_metric_label(metric).split(' (')[0]}: "
+                 f"Spearman ρ = {rho:.2f} (n = {len(data)})", fontsize=10)
+    ax.legend(fontsize=8, title="dataset")
+    ax.grid(alpha=0.3)
+    return save_figure(fig, data, stem)
+
+
+def write_plots(frame: pd.DataFrame, folder: str | Path, *,
+                collapse: Mapping[str, int | None] | None = None) -> list[Path]:
+    """Every plot the frame has data for, into ``folder``; returns the paths written."""
+    folder = Path(folder)
+    has = set(zip(frame["protocol"], frame["metric"]))
+    written: list[Path] = []
+    for protocol in ("knn", "linear", "lowshot"):
+        if (protocol, "top1") in has:
+            written += plot_grouped_bars(frame, folder / f"bars_{protocol}", protocol=protocol)
+    lowshot = frame[(frame["protocol"] == "lowshot") & (frame["metric"] == "top1")]
+    if any(c in lowshot and lowshot[c].notna().any() for c in ("shots", "fraction")):
+        written += plot_lowshot(frame, folder / "lowshot_curves")
+    if ("knn", "top1") in has and frame.loc[frame["protocol"] == "knn", "k"].nunique() > 1:
+        written += plot_knn_k(frame, folder / "knn_vs_k")
+    if any(p == "monitor" and m in MONITOR_METRICS for p, m in has):
+        written += plot_monitor(frame, folder / "monitor", collapse=collapse)
+    for rank_metric in ("rankme", "lidar"):
+        if len(rank_accuracy_pairs(frame, rank_metric=rank_metric)) >= 3:
+            written += plot_rank_vs_accuracy(frame, folder / f"{rank_metric}_vs_linear",
+                                             rank_metric=rank_metric)
+    return written

@@ -1,0 +1,255 @@
+"""Linear probe: a grid of linear heads on frozen features, trained at once, one head chosen.
+
+The grid is learning rate x weight decay x BatchNorm (DINOv2 trains a grid of heads from one
+pass; MAE puts ``BatchNorm1d(affine=False, eps=1e-6)`` before its linear layer). All heads see
+the same mini-batches in the same order and start from the same N(0, 0.01) weights (bias 0),
+so they differ only in their hyper-parameters, and a head trained in a grid ends exactly where
+it would end trained alone.
+
+Training: cross-entropy, SGD with momentum (PyTorch's rule; weight decay on the weights, not
+the bias), learning rate ``lr x batch / 256`` (DINO's scaling, with the batch actually used;
+``lr`` in results is the unscaled grid value) following a cosine from that value to 0, stepped
+every iteration. Each epoch is a seeded permutation cut into full batches (the last incomplete
+one is dropped; a split smaller than a batch is one full-data batch).
+
+Selection (``select_on='val'``, the default): a stratified, seeded ``val_fraction`` of the
+training features is held out; the grid trains on the rest; the head with the best top-1 on
+the held-out part (the first in ``LinearConfig.grid()`` order on ties) is chosen, and ITS
+top-1/top-5 on the evaluation split are reported. It is not retrained on the full training
+split, so the reported head is exactly the one selected. ``select_on='eval'`` is DINOv2's
+behaviour: the grid trains on all training features and the head is chosen by its top-1 on
+the evaluation split itself (an optimistic number; the result says so in ``selected_on``).
+
+Features are moved to the device once (CUDA when available); heads train in float32.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from jepa_eval.errors import JepaEvalError
+from jepa_eval.protocols import check_features, check_labels, check_num_classes
+from jepa_eval.results import Metric
+
+SELECT_ON = ("val", "eval")
+INIT_STD = 0.01
+BN_EPS = 1e-6
+
+
+@dataclass
+class LinearConfig:
+    """Linear-probe hyper-parameters; the grid is every (lr, wd, batchnorm) combination."""
+
+    learning_rates: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+    weight_decays: tuple[float, ...] = (0.0, 5e-4)
+    batchnorm: tuple[bool, ...] = (False, True)
+    epochs: int = 50
+    batch_size: int = 256
+    momentum: float = 0.9
+    val_fraction: float = 0.1
+    seed: int = 0
+    select_on: str = "val"  # 'val' (held out from train) or 'eval' (DINOv2: the reported split)
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every head's hyper-parameters: [{'lr', 'wd', 'batchnorm'}, ...].
+
+        Heads without BatchNorm come first, then by learning rate, then by weight decay, in the
+        order given; selection ties go to the earliest head in this order.
+        """
+        return [{"lr": float(lr), "wd": float(wd), "batchnorm": bn} for bn, lr, wd in
+                itertools.product(sorted(set(map(bool, self.batchnorm))),
+                                  self.learning_rates, self.weight_decays)]
+
+
+@dataclass
+class LinearResult:
+    """The chosen head's evaluation numbers, the choice, and the whole grid's selection scores.
+
+    ``metrics``: 'top1' and 'top5' of the chosen head on the evaluation split, then one
+    'val_top1' row per head (top-1 on the selection split), all with coords
+    {'lr', 'wd', 'batchnorm'}.
+    ``chosen``: {'lr', 'wd', 'batchnorm', 'val_top1'}. ``grid``: one such dict per head.
+    ``sizes``: samples the heads trained on ('fit'), were chosen on ('select') and were
+    reported on ('eval').
+    """
+
+    metrics: list[Metric]
+    chosen: dict[str, Any]
+    grid: list[dict[str, Any]]
+    selected_on: str
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+class LinearHeads(nn.Module):
+    """H linear classifiers over the same D-dim features: weight [H, D, C], bias [H, C].
+
+    The last ``num_bn`` heads read BatchNorm1d(affine=False, eps=1e-6)-normalised features. One
+    norm layer serves all of them: it has no parameters, so its statistics depend only on the
+    batches, which every head shares.
+    """
+
+    def __init__(self, weight: torch.Tensor, num_bn: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight)  # [H, D, C]
+        self.bias = nn.Parameter(weight.new_zeros(weight.shape[0], weight.shape[2]))  # [H, C]
+        self.num_bn = num_bn
+        self.norm = nn.BatchNorm1d(weight.shape[1], eps=BN_EPS, affine=False) if num_bn else None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Logits [H, B, C] for features [B, D]: one matmul per input kind, shared by its heads."""
+        plain = self.weight.shape[0] - self.num_bn
+        logits = []
+        if plain:
+            logits.append(torch.einsum("bd,hdc->hbc", features, self.weight[:plain]))
+        if self.norm is not None:
+            logits.append(torch.einsum("bd,hdc->hbc", self.norm(features), self.weight[plain:]))
+        return torch.cat(logits) + self.bias[:, None, :]
+
+
+def _check_config(config: LinearConfig) -> None:
+    problems = []
+    if not (config.learning_rates and config.weight_decays and config.batchnorm):
+        problems.append("an empty grid axis")
+    if config.epochs < 1 or config.batch_size < 1:
+        problems.append(f"epochs {config.epochs}, batch size {config.batch_size}")
+    if config.select_on not in SELECT_ON:
+        problems.append(f"select_on {config.select_on!r}")
+    if config.select_on == "val" and not 0.0 < config.val_fraction < 1.0:
+        problems.append(f"val_fraction {config.val_fraction}")
+    if problems:
+        raise JepaEvalError("invalid linear-probe settings",
+                            expected="non-empty lr/wd/batchnorm lists, positive epochs and batch "
+                                     f"size, select_on in {SELECT_ON}, 0 < val_fraction < 1",
+                            found="; ".join(problems))
+
+
+def stratified_split(labels: np.ndarray, fraction: float,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit [N - V], held-out [V]) with about ``fraction`` of every class held out.
+
+    Each class holds out round(fraction x its count) samples, chosen by a permutation seeded
+    with ``seed``, but always keeps at least one for fitting. Both index arrays are sorted.
+    """
+    rng = np.random.default_rng(seed)
+    held: list[np.ndarray] = []
+    for cls in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == cls))
+        held.append(members[:min(round(fraction * members.size), members.size - 1)])
+    held_out = np.sort(np.concatenate(held))
+    if held_out.size == 0:
+        raise JepaEvalError("the validation split for choosing a linear head is empty",
+                            expected="a class with at least 1 / val_fraction samples to hold out",
+                            found=f"val_fraction {fraction} of {labels.size} training samples "
+                                  f"in {np.unique(labels).size} classes",
+                            hint="raise val_fraction or use select_on='eval'")
+    return np.setdiff1d(np.arange(labels.size), held_out), held_out
+
+
+def train_heads(features: torch.Tensor, labels: torch.Tensor, config: LinearConfig,
+                num_classes: int, progress: bool = True) -> LinearHeads:
+    """Train every head of ``config.grid()`` on features [N, D] / labels [N] (same device).
+
+    Returns the heads in eval mode. Mini-batch order and initial weights depend only on
+    ``config.seed`` (and N, D, C), never on the grid.
+    """
+    grid = config.grid()
+    n, dim = features.shape
+    if n < 2:
+        raise JepaEvalError("too few samples to train linear heads",
+                            expected="at least 2 training samples", found=f"{n}")
+    device = features.device
+    generator = torch.Generator().manual_seed(config.seed)
+    init = torch.randn(dim, num_classes, generator=generator) * INIT_STD
+    heads = LinearHeads(init.expand(len(grid), -1, -1).clone(), sum(h["batchnorm"] for h in grid))
+    heads.to(device).train()
+    batch = min(config.batch_size, n)
+    steps_per_epoch = n // batch
+    total_steps = config.epochs * steps_per_epoch
+    base_lr = torch.tensor([h["lr"] for h in grid], device=device) * batch / 256
+    weight_decay = torch.tensor([h["wd"] for h in grid], device=device)[:, None, None]
+    velocity = [torch.zeros_like(heads.weight), torch.zeros_like(heads.bias)]
+    step = 0
+    for _ in tqdm(range(config.epochs), desc="linear heads", disable=not progress, leave=False):
+        order = torch.randperm(n, generator=generator).to(device)
+        for start in range(0, steps_per_epoch * batch, batch):
+            idx = order[start:start + batch]
+            logits = heads(features[idx])  # [H, B, C]
+            loss = F.cross_entropy(logits.reshape(-1, num_classes), labels[idx].repeat(len(grid)),
+                                   reduction="sum") / batch  # sum over heads of each head's mean
+            grad_w, grad_b = torch.autograd.grad(loss, [heads.weight, heads.bias])
+            lr = base_lr * 0.5 * (1.0 + math.cos(math.pi * step / total_steps))
+            with torch.no_grad():
+                velocity[0].mul_(config.momentum).add_(grad_w + weight_decay * heads.weight)
+                velocity[1].mul_(config.momentum).add_(grad_b)
+                heads.weight.sub_(lr[:, None, None] * velocity[0])
+                heads.bias.sub_(lr[:, None] * velocity[1])
+            step += 1
+    return heads.eval()
+
+
+@torch.no_grad()
+def head_accuracies(heads: LinearHeads, features: torch.Tensor, labels: torch.Tensor,
+                    batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Top-1 and top-5 accuracy (percent, float64 [H] each) of every head on features [N, D]."""
+    heads.eval()
+    hits1 = torch.zeros(heads.weight.shape[0], dtype=torch.int64, device=features.device)
+    hits5 = torch.zeros_like(hits1)
+    top = min(5, heads.weight.shape[2])
+    for start in range(0, features.shape[0], batch_size):
+        ranked = heads(features[start:start + batch_size]).topk(top, dim=-1).indices  # [H, B, 5]
+        hit = ranked == labels[start:start + batch_size][None, :, None]
+        hits1 += hit[..., 0].sum(dim=1)
+        hits5 += hit.any(dim=-1).sum(dim=1)
+    count = features.shape[0]
+    return (100.0 * hits1.cpu().numpy() / count, 100.0 * hits5.cpu().numpy() / count)
+
+
+def linear_probe(train_features: Any, train_labels: Any, eval_features: Any, eval_labels: Any,
+                 config: LinearConfig = LinearConfig(), num_classes: int | None = None,
+                 device: str | torch.device | None = None, progress: bool = True) -> LinearResult:
+    """Train the grid on train features [N, D], choose a head, report it on eval features [M, D]."""
+    _check_config(config)
+    x_train = check_features("train", train_features)
+    x_eval = check_features("eval", eval_features)
+    if x_train.shape[1] != x_eval.shape[1]:
+        raise JepaEvalError("train and eval features have different widths",
+                            expected=f"{x_train.shape[1]} dimensions, as the train features",
+                            found=f"{x_eval.shape[1]} dimensions")
+    y_train = check_labels("train", train_labels, x_train.shape[0])
+    y_eval = check_labels("eval", eval_labels, x_eval.shape[0])
+    classes = check_num_classes(num_classes, y_train, y_eval)
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def on_device(array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(array).to(device)
+
+    if config.select_on == "val":
+        fit, held = stratified_split(y_train, config.val_fraction, config.seed)
+        fit_x, fit_y = on_device(x_train[fit]), on_device(y_train[fit])
+        select_x, select_y = on_device(x_train[held]), on_device(y_train[held])
+        eval_x, eval_y = on_device(x_eval), on_device(y_eval)
+    else:
+        fit_x, fit_y = on_device(x_train), on_device(y_train)
+        eval_x, eval_y = select_x, select_y = on_device(x_eval), on_device(y_eval)
+    heads = train_heads(fit_x, fit_y, config, classes, progress=progress)
+    select_top1, _ = head_accuracies(heads, select_x, select_y)
+    best = int(np.argmax(select_top1))  # first of equals, in grid order
+    eval_top1, eval_top5 = head_accuracies(heads, eval_x, eval_y)
+    params = config.grid()
+    metrics = [Metric("top1", float(eval_top1[best]), dict(params[best])),
+               Metric("top5", float(eval_top5[best]), dict(params[best]))]
+    metrics += [Metric("val_top1", float(v), p) for p, v in zip(params, select_top1)]
+    grid = [{**p, "val_top1": float(v)} for p, v in zip(params, select_top1)]
+    sizes = {"fit": fit_x.shape[0], "select": select_x.shape[0], "eval": eval_x.shape[0]}
+    return LinearResult(metrics=metrics, chosen=grid[best], grid=grid,
+                        selected_on=config.select_on, sizes=sizes)
