@@ -1,0 +1,265 @@
+"""Wiring of the stages: checkpoint -> backbone -> dataset -> cached features.
+
+The CLI commands and the suite call these; protocols never see files or loaders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from jepa_eval.cache import FeatureCache, cached_extract, default_cache_root
+from jepa_eval.checkpoints import Backbone, load_backbone
+from jepa_eval.datasets import build_dataset, eval_transform, get_spec
+from jepa_eval.errors import JepaEvalError
+from jepa_eval.features import FEATURE_MODES, FeatureSet, compute_dtype, extract_features
+
+
+@dataclass
+class ModelSpec:
+    """How to build one backbone: the ``--ckpt`` family of options."""
+
+    ckpt: str
+    name: str | None = None
+    ckpt_key: str | None = None
+    num_heads: int | None = None
+    weights: str | None = None
+    image_size: int | None = None
+    trust_checkpoint: bool = False
+    seed: int = 0
+
+    def load(self) -> Backbone:
+        """The backbone; ``random:PATH`` is PATH's architecture with freshly initialised weights."""
+        random_like = self.ckpt.startswith("random:")
+        source = self.ckpt[len("random:"):] if random_like else self.ckpt
+        backbone = load_backbone(source, ckpt_key=self.ckpt_key, num_heads=self.num_heads,
+                                 weights=self.weights, image_size=self.image_size,
+                                 trust_checkpoint=self.trust_checkpoint, seed=self.seed)
+        return reinitialize(backbone, self.seed) if random_like else backbone
+
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        if self.ckpt.startswith("timm:"):
+            return self.ckpt
+        return Path(self.ckpt).name.split(".pth")[0].split(".pt")[0]
+
+
+def reinitialize(backbone: Backbone, seed: int) -> Backbone:
+    """The same architecture, freshly initialised as I-JEPA/timm do: trunc-normal(0.02) on every
+    linear and the patch projection, zero biases, LayerNorms reset to weight 1, bias 0.
+
+    Fixed sin-cos position embeddings (I-JEPA) are kept: they are not learned weights.
+    """
+
+    def init(module: torch.nn.Module) -> None:
+        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
+            torch.nn.init.trunc_normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                torch.nn.init.zeros_(module.bias)
+        elif isinstance(module, torch.nn.LayerNorm):
+            module.reset_parameters()
+
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        backbone.model.apply(init)
+        for name in ("cls_token", "reg_token"):
+            token = getattr(backbone.model, name, None)
+            if token is not None:
+                torch.nn.init.normal_(token, std=1e-6)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    backbone.sha256 = f"random-like:{backbone.sha256}:seed{seed}"
+    backbone.source = f"random:{backbone.source}"
+    return backbone
+
+
+@dataclass
+class ExtractOptions:
+    """How to run extraction: where the data is, batch size, device, cache."""
+
+    data_root: str | None = None
+    download: bool = False
+    batch_size: int = 64
+    num_workers: int = 0
+    device: str | None = None
+    cache_dir: str | None = None
+    use_cache: bool = True
+    progress: bool = True
+
+    def cache(self) -> FeatureCache | None:
+        if not self.use_cache:
+            return None
+        return FeatureCache(Path(self.cache_dir) if self.cache_dir else default_cache_root())
+
+
+@dataclass
+class SplitFeatures:
+    """Features of one dataset split plus what is needed to describe them in a result."""
+
+    features: FeatureSet
+    dataset: str
+    split: str
+    num_classes: int
+    cache_hit: bool
+    root: str
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return int(self.features.labels.shape[0])
+
+
+def resolve_device(device: str | None) -> torch.device:
+    """'auto'/None -> CUDA when available, else CPU."""
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise JepaEvalError(f"unknown device {device!r}", expected="'auto', 'cpu' or 'cuda[:N]'") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise JepaEvalError("CUDA was requested but is not available", expected="a CUDA device",
+                            found="torch.cuda.is_available() is False", hint="use --device cpu")
+    return resolved
+
+
+def check_mode(backbone: Backbone, mode: str | None) -> str:
+    """The feature mode to use: the family default when ``mode`` is None, validated."""
+    chosen = mode or backbone.default_mode
+    if chosen not in FEATURE_MODES:
+        raise JepaEvalError(f"unknown feature mode {chosen!r}", expected=f"one of {', '.join(FEATURE_MODES)}")
+    if "cls" in chosen and not backbone.has_cls:
+        raise JepaEvalError(f"feature mode {chosen!r} needs a CLS token",
+                            found=f"a {backbone.family} backbone without one",
+                            hint="use avgpool or avgpool4")
+    return chosen
+
+
+def split_features(backbone: Backbone, dataset: str, split: str, mode: str,
+                   options: ExtractOptions, *, transform: Any = None,
+                   subset: np.ndarray | None = None) -> SplitFeatures:
+    """Features of ``dataset``/``split`` in ``mode``, from the cache when it holds them.
+
+    ``subset`` (sorted row indices) extracts only those images, in that order.
+    """
+    spec = get_spec(dataset)
+    if split not in spec.splits:
+        raise JepaEvalError(f"dataset {dataset!r} has no split {split!r}",
+                            expected=f"one of {', '.join(spec.splits)}")
+    transform = transform or eval_transform(backbone.image_size, dataset)
+    device = resolve_device(options.device)
+    data = build_dataset(dataset, split, data_root=options.data_root, image_size=backbone.image_size,
+                         transform=transform, download=options.download)
+    num_classes, root = len(data.classes), str(data.root)
+    subset_digest = None
+    if subset is not None:
+        subset_digest = hashlib.sha256(np.asarray(subset, dtype=np.int64).tobytes()).hexdigest()
+        data = torch.utils.data.Subset(data, [int(i) for i in subset])
+    parts = {
+        "checkpoint_sha256": backbone.sha256,
+        "ckpt_key": backbone.ckpt_key,
+        "arch": backbone.arch,
+        "dataset": dataset,
+        "root": str(Path(root).resolve()),
+        "split": split,
+        "num_samples": len(data),
+        "subset_sha256": subset_digest,
+        "transform": repr(transform),
+        "image_size": backbone.image_size,
+        "mode": mode,
+        "dtype": compute_dtype(device),
+    }
+
+    def compute() -> FeatureSet:
+        backbone.model.to(device)
+        return extract_features(backbone.model, data, mode, batch_size=options.batch_size,
+                                num_workers=options.num_workers, device=device,
+                                progress=options.progress, desc=f"{dataset}/{split}")
+
+    features, hit = cached_extract(options.cache(), parts, compute)
+    return SplitFeatures(features=features, dataset=dataset, split=split,
+                         num_classes=num_classes, cache_hit=hit, root=root)
+
+
+def model_record(spec: ModelSpec, backbone: Backbone) -> dict[str, Any]:
+    """The ``model`` block of a result record."""
+    return {
+        "name": spec.display_name(),
+        "path": backbone.source,
+        "sha256": backbone.sha256,
+        "family": backbone.family,
+        "ckpt_key": backbone.ckpt_key,
+        "arch": backbone.arch,
+    }
+
+
+def dataset_record(train: SplitFeatures, evaluation: SplitFeatures | None = None) -> dict[str, Any]:
+    """The ``dataset`` block of a result record."""
+    block: dict[str, Any] = {"name": train.dataset, "root": train.root, "train_split": train.split,
+                             "n_train": train.size, "num_classes": train.num_classes}
+    if evaluation is not None:
+        block.update(eval_split=evaluation.split, n_eval=evaluation.size)
+    return block
+
+
+class _SeededViews(torch.utils.data.Dataset):
+    """``views`` random-resized crops of each picked image; crop ``j`` of item ``i`` is fixed by the seed."""
+
+    def __init__(self, base: Any, picked: list[int], views: int, seed: int, transform: Any) -> None:
+        self.base, self.picked, self.views, self.seed, self.transform = base, picked, views, seed, transform
+
+    def __len__(self) -> int:
+        return len(self.picked) * self.views
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        image_index = self.picked[index // self.views]
+        image, _ = self.base[image_index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed * 1_000_003 + index)
+            return self.transform(image), image_index
+
+
+def augmented_views(backbone: Backbone, dataset: str, split: str, mode: str, options: ExtractOptions, *,
+                    images: int, views: int, seed: int, crop_scale: tuple[float, float] = (0.3, 1.0)) -> np.ndarray:
+    """Features of ``views`` random-resized crops of ``images`` seeded images: [images, views, D].
+
+    The surrogate classes of LiDAR. Crops use the I-JEPA pretraining augmentation
+    (RandomResizedCrop, scale 0.3-1.0, bicubic) then ImageNet normalisation; cached like any split.
+    """
+    from torchvision import transforms as T
+
+    from jepa_eval.datasets import IMAGENET_MEAN, IMAGENET_STD
+
+    raw = build_dataset(dataset, split, data_root=options.data_root, image_size=backbone.image_size,
+                        transform=lambda image: image, download=options.download)
+    rng = np.random.default_rng(seed)
+    count = min(images, len(raw))
+    picked = sorted(rng.choice(len(raw), size=count, replace=False).tolist())
+    crop = T.Compose([T.RandomResizedCrop(backbone.image_size, scale=crop_scale,
+                                          interpolation=T.InterpolationMode.BICUBIC),
+                      T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    data = _SeededViews(raw, picked, views, seed, crop)
+    parts = {
+        "checkpoint_sha256": backbone.sha256, "ckpt_key": backbone.ckpt_key, "arch": backbone.arch,
+        "dataset": dataset, "root": str(Path(raw.root).resolve()), "split": split,
+        "views": {"images": count, "views": views, "seed": seed, "crop_scale": list(crop_scale)},
+        "transform": repr(crop), "image_size": backbone.image_size, "mode": mode,
+    }
+    device = resolve_device(options.device)
+    parts["dtype"] = compute_dtype(device)
+
+    def compute() -> FeatureSet:
+        backbone.model.to(device)
+        return extract_features(backbone.model, data, mode, batch_size=options.batch_size,
+                                num_workers=options.num_workers, device=device,
+                                progress=options.progress, desc=f"{dataset}/{split} views")
+
+    features, _ = cached_extract(options.cache(), parts, compute)
+    return features.features.reshape(count, views, -1)
