@@ -1,0 +1,188 @@
+"""The I-JEPA networks: shapes, batching order, targets, EMA, initialisation, key names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ijepa.model import (IJEPA, MaskedEncoder, Predictor, gather_tokens, patchify, pixel_targets,
+                         repeat_per_group, stack_targets)
+from jepa_eval.vit import build_vit
+
+DIM, DEPTH, HEADS, PATCH, IMG = 32, 2, 4, 8, 32  # 4 x 4 grid, N = 16
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and threads contend on a busy CI box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny(pixels: bool = False, loss: str = "smooth_l1") -> IJEPA:
+    torch.manual_seed(0)
+    encoder = MaskedEncoder(DIM, DEPTH, HEADS, PATCH, IMG)
+    predictor = Predictor(encoder.grid, DIM, 16, 2, 2, pixel_dim=3 * PATCH**2 if pixels else None)
+    return IJEPA(encoder, predictor, loss=loss, target="pixels" if pixels else "latent")
+
+
+def masks(batch: int = 2) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Two context masks of 5 patches and three target blocks of 3 patches, per image."""
+    g = torch.Generator().manual_seed(1)
+    enc = [torch.stack([torch.randperm(16, generator=g)[:5].sort().values for _ in range(batch)]) for _ in range(2)]
+    pred = [torch.stack([torch.randperm(16, generator=g)[:3].sort().values for _ in range(batch)]) for _ in range(3)]
+    return enc, pred
+
+
+def test_gather_tokens_stacks_each_mask_along_the_batch() -> None:
+    x = torch.arange(2 * 4, dtype=torch.float32).reshape(2, 4, 1)  # token value = 4*b + n
+    out = gather_tokens(x, [torch.tensor([[0, 3], [1, 2]]), torch.tensor([[2, 2], [0, 0]])])
+    assert out.squeeze(-1).tolist() == [[0, 3], [5, 6], [2, 2], [4, 4]]
+
+
+def test_repeat_per_group_repeats_each_block_of_batch_rows() -> None:
+    x = torch.tensor([1, 2, 3, 4])  # two groups of batch 2
+    assert repeat_per_group(x, batch=2, repeat=3).tolist() == [1, 2, 1, 2, 1, 2, 3, 4, 3, 4, 3, 4]
+
+
+def test_encoder_state_dict_has_the_official_encoder_names_and_loads_into_timm_vit() -> None:
+    encoder = MaskedEncoder(DIM, DEPTH, HEADS, PATCH, IMG)
+    keys = set(encoder.state_dict())
+    assert {"pos_embed", "patch_embed.proj.weight", "patch_embed.proj.bias", "norm.weight", "norm.bias",
+            "blocks.1.attn.qkv.weight", "blocks.1.attn.proj.bias", "blocks.0.mlp.fc2.weight",
+            "blocks.0.norm1.weight", "blocks.0.norm2.bias"} <= keys
+    assert not any("cls" in k for k in keys)
+    vit = build_vit(DIM, DEPTH, HEADS, PATCH, IMG, class_token=False)
+    vit.load_state_dict(encoder.state_dict(), strict=True)
+    images = torch.randn(2, 3, IMG, IMG)
+    assert torch.allclose(vit.eval().forward_features(images), encoder.eval()(images), atol=1e-6)
+
+
+def test_predictor_state_dict_has_the_official_predictor_names() -> None:
+    keys = set(Predictor((4, 4), DIM, 16, 2, 2).state_dict())
+    assert {"predictor_embed.weight", "mask_token", "predictor_pos_embed", "predictor_blocks.1.attn.qkv.weight",
+            "predictor_norm.weight", "predictor_proj.weight", "predictor_proj.bias"} <= keys
+    assert not any(k.startswith("pixel_head") for k in keys)
+
+
+def test_position_embeddings_are_fixed_and_not_trained() -> None:
+    model = tiny()
+    assert not model.encoder.pos_embed.requires_grad
+    assert not model.predictor.predictor_pos_embed.requires_grad
+
+
+def test_init_is_truncated_normal_with_rescaled_block_outputs() -> None:
+    model = tiny()
+    qkv = model.encoder.blocks[0].attn.qkv
+    assert abs(float(qkv.weight.detach().std()) - 0.02) < 0.003 and qkv.bias.abs().max() == 0
+    # attn.proj of block i (1-based) is divided by sqrt(2 i): block 2's std is half of block 1's * sqrt(2)
+    s1 = model.encoder.blocks[0].attn.proj.weight.detach().std()
+    s2 = model.encoder.blocks[1].attn.proj.weight.detach().std()
+    assert abs(float(s1 / s2) - 2**0.5) < 0.15
+    assert torch.equal(model.encoder.norm.weight, torch.ones(DIM))
+
+
+def test_encoder_sees_only_the_context_patches() -> None:
+    model = tiny().eval()
+    images = torch.randn(2, 3, IMG, IMG)
+    enc, _ = masks()
+    out = model.encoder(images, enc)
+    assert out.shape == (2 * 2, 5, DIM)
+    changed = images.clone()
+    hidden = sorted(set(range(16)) - set(enc[0][0].tolist()))
+    row, col = divmod(hidden[0], 4)
+    changed[0, :, row * PATCH:(row + 1) * PATCH, col * PATCH:(col + 1) * PATCH] += 5.0
+    assert torch.equal(model.encoder(changed, enc)[0], out[0])  # image 0, context mask 0
+
+
+def test_predictor_output_order_matches_a_per_block_loop() -> None:
+    model = tiny().eval()
+    images = torch.randn(2, 3, IMG, IMG)
+    enc, pred = masks()
+    context = model.encoder(images, enc)
+    batched = model.predictor(context, enc, pred)
+    assert batched.shape == (3 * 2 * 2, 3, DIM)
+    # row (block j, context mask e, image b) equals predicting block j alone from context e
+    for j in range(3):
+        for e in range(2):
+            alone = model.predictor(context[e * 2:(e + 1) * 2], [enc[e]], [pred[j]])
+            assert torch.allclose(batched[(j * 2 + e) * 2:(j * 2 + e + 1) * 2], alone, atol=1e-5)
+
+
+def test_targets_are_layer_normed_target_encoder_tokens_at_the_target_blocks() -> None:
+    model = tiny().eval()
+    images = torch.randn(2, 3, IMG, IMG)
+    enc, pred = masks()
+    targets = model.targets(images, pred, n_enc=2)
+    assert targets.shape == (3 * 2 * 2, 3, DIM)
+    assert torch.allclose(targets.mean(-1), torch.zeros(12, 3), atol=1e-5)
+    assert torch.allclose(targets.var(-1, unbiased=False), torch.ones(12, 3), atol=1e-3)
+    h = F.layer_norm(model.target_encoder(images), (DIM,))
+    j, e, b = 2, 1, 1
+    expected = h[b, pred[j][b]]
+    assert torch.allclose(targets[(j * 2 + e) * 2 + b], expected, atol=1e-6)
+
+
+def test_loss_is_smooth_l1_or_mse_of_predictions_against_targets() -> None:
+    images = torch.randn(2, 3, IMG, IMG)
+    enc, pred = masks()
+    for name, fn in (("smooth_l1", F.smooth_l1_loss), ("l2", F.mse_loss)):
+        model = tiny(loss=name).eval()
+        p = model.predictor(model.encoder(images, enc), enc, pred)
+        assert torch.allclose(model(images, enc, pred), fn(p, model.targets(images, pred, 2)))
+
+
+def test_gradients_reach_encoder_and_predictor_but_not_the_target_encoder() -> None:
+    model = tiny()
+    enc, pred = masks()
+    model(torch.randn(2, 3, IMG, IMG), enc, pred).backward()
+    assert model.encoder.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
+    assert model.predictor.mask_token.grad.abs().sum() > 0
+    assert all(p.grad is None and not p.requires_grad for p in model.target_encoder.parameters())
+
+
+def test_ema_update_moves_the_target_a_fraction_one_minus_momentum_towards_the_encoder() -> None:
+    model = tiny()
+    with torch.no_grad():
+        for p in model.encoder.parameters():
+            if p.requires_grad:
+                p.add_(1.0)
+    before = {k: v.clone() for k, v in model.target_encoder.state_dict().items()}
+    source = model.encoder.state_dict()
+    model.update_target(0.9)
+    after = model.target_encoder.state_dict()
+    key = "blocks.0.mlp.fc1.weight"
+    assert torch.allclose(after[key], 0.9 * before[key] + 0.1 * source[key], atol=1e-6)
+    assert torch.equal(after["pos_embed"], before["pos_embed"])
+
+
+def test_patchify_orders_pixels_row_col_channel_in_raster_patches() -> None:
+    images = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    patches = patchify(images, 2)
+    assert patches.shape == (2, 4, 12)
+    # image 0, patch 1 (top-right), its first pixel (row 0, col 2) channels 0..2
+    assert patches[0, 1, :3].tolist() == [images[0, c, 0, 2].item() for c in range(3)]
+
+
+def test_pixel_targets_are_normalised_per_patch() -> None:
+    t = pixel_targets(torch.rand(2, 3, IMG, IMG) * 7 + 3, PATCH)
+    assert t.shape == (2, 16, 3 * PATCH**2)
+    assert torch.allclose(t.mean(-1), torch.zeros(2, 16), atol=1e-5)
+    assert torch.allclose(t.std(-1), torch.ones(2, 16), atol=1e-3)
+
+
+def test_pixel_mode_predicts_normalised_pixels_of_the_target_blocks() -> None:
+    model = tiny(pixels=True)
+    images = torch.randn(2, 3, IMG, IMG)
+    enc, pred = masks()
+    targets = model.targets(images, pred, n_enc=2)
+    assert targets.shape == (12, 3, 3 * PATCH**2)
+    assert torch.equal(targets, stack_targets(pixel_targets(images, PATCH), pred, 2))
+    loss = model(images, enc, pred)
+    loss.backward()
+    assert torch.isfinite(loss) and model.predictor.pixel_head.weight.grad is not None

@@ -1,0 +1,300 @@
+"""The I-JEPA trainer: schedules, optimizer groups, checkpoints, exact resume, NaN stop, CLI.
+
+Runs use a 64-wide, 2-deep encoder on 32 px images (patch 8, a 4 x 4 grid) from an
+ImageFolder of random pictures made in a temporary folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import contextlib
+import math
+import os
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+import ijepa.model
+import ijepa.train
+from ijepa.checkpoint import OFFICIAL_KEYS, load_checkpoint
+from ijepa.config import config_from_dict
+from ijepa.schedules import Schedules, cosine_wd, linear_momentum, warmup_cosine_lr
+from ijepa.train import CollapseMonitor, build_model, param_groups, train
+from jepa_eval.errors import JepaEvalError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Tiny models gain nothing from intra-op threads, and threads contend on a busy CI box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """root/imgs/train/<2 classes>/<16 images each> of smooth random 32 x 32 pictures."""
+    root = tmp_path_factory.mktemp("data")
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        folder = root / "imgs" / "train" / f"class{c}"
+        folder.mkdir(parents=True)
+        for i in range(16):
+            coarse = rng.integers(0, 255, (4, 4, 3), dtype=np.uint8)
+            Image.fromarray(coarse).resize((32, 32), Image.BILINEAR).save(folder / f"{i}.png")
+    return root
+
+
+def config(images: Path, folder: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    d: dict[str, Any] = {
+        "data": {"batch_size": 8, "crop_size": 32, "root_path": str(images), "image_folder": "imgs",
+                 "num_workers": 0, "pin_mem": False},
+        "logging": {"folder": str(folder), "write_tag": "jepa"},
+        "mask": {"patch_size": 8, "min_keep": 1},
+        "meta": {"model_name": "vit_tiny", "pred_depth": 1, "pred_emb_dim": 32, "use_bfloat16": False},
+        "optimization": {"epochs": 2, "warmup": 1, "lr": 1e-3, "start_lr": 1e-4, "final_lr": 1e-5},
+        "run": {"embed_dim": 64, "depth": 2, "num_heads": 4, "device": "cpu", "checkpoint_freq": 1},
+    }
+    for name, values in sections.items():
+        d[name].update(values)
+    return d
+
+
+# ---------------------------------------------------------------------------- schedules
+
+
+def test_lr_warms_up_linearly_then_follows_a_cosine_to_final_lr() -> None:
+    kw = dict(start_lr=0.0, ref_lr=1.0, final_lr=0.1, warmup_steps=10, total_steps=110)
+    assert warmup_cosine_lr(5, **kw) == pytest.approx(0.5)
+    assert warmup_cosine_lr(10, **kw) == pytest.approx(1.0)
+    assert warmup_cosine_lr(60, **kw) == pytest.approx(0.55)  # half way: the mean of 1.0 and 0.1
+    assert warmup_cosine_lr(110, **kw) == pytest.approx(0.1)
+    assert min(warmup_cosine_lr(s, **kw) for s in range(10, 300)) >= 0.1  # after warmup, never below final_lr
+
+
+def test_weight_decay_rises_along_a_cosine_and_momentum_linearly() -> None:
+    assert cosine_wd(0, ref_wd=0.04, final_wd=0.4, total_steps=100) == pytest.approx(0.04)
+    assert cosine_wd(50, ref_wd=0.04, final_wd=0.4, total_steps=100) == pytest.approx(0.22)
+    assert cosine_wd(100, ref_wd=0.04, final_wd=0.4, total_steps=100) == pytest.approx(0.4)
+    assert linear_momentum(0, start=0.996, end=1.0, total_steps=100) == pytest.approx(0.996)
+    assert linear_momentum(25, start=0.996, end=1.0, total_steps=100) == pytest.approx(0.997)
+
+
+def test_schedules_from_config_count_warmup_in_epochs_and_stretch_by_ipe_scale(images: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(config(images, tmp_path, optimization={"epochs": 10, "warmup": 2, "ipe_scale": 1.5}))
+    s = Schedules.from_config(cfg.optimization, iters_per_epoch=4)
+    assert (s.warmup_steps, s.total_steps) == (8, 60)
+    lr, wd, momentum = s.at(0)  # official: LR and WD one step ahead, momentum at the step
+    assert lr == pytest.approx(1e-4 + (1e-3 - 1e-4) / 8)
+    assert momentum == pytest.approx(0.996)
+    assert wd == pytest.approx(cosine_wd(1, ref_wd=0.04, final_wd=0.4, total_steps=60))
+
+
+# ---------------------------------------------------------------------------- optimizer
+
+
+def test_weight_decay_groups_exclude_biases_and_one_dimensional_parameters(images: Path, tmp_path: Path) -> None:
+    model = build_model(config_from_dict(config(images, tmp_path)))
+    groups = param_groups(model.encoder, model.predictor)
+    assert len(groups) == 4 and [bool(g.get("WD_exclude")) for g in groups] == [False, False, True, True]
+    decayed = {id(p) for g in groups[:2] for p in g["params"]}
+    excluded = {id(p) for g in groups[2:] for p in g["params"]}
+    names = dict((id(p), n) for n, p in [*model.encoder.named_parameters(), *model.predictor.named_parameters()])
+    # the mask token is 3-D [1, 1, P], so it is decayed, as in the official code
+    assert all((names[i].endswith("weight") and "norm" not in names[i]) or names[i] == "mask_token" for i in decayed)
+    assert all(names[i].endswith("bias") or "norm" in names[i] for i in excluded)
+    assert id(model.encoder.pos_embed) not in decayed | excluded  # frozen
+    assert all(g["weight_decay"] == 0.0 for g in groups[2:])
+
+
+# ---------------------------------------------------------------------------- runs
+
+
+def test_checkpoints_use_the_official_layout_and_load_with_weights_only(images: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(config(images, tmp_path, optimization={"epochs": 1}))
+    result = train(cfg, progress=False)
+    assert result.latest == tmp_path / "jepa-latest.pth.tar" and (tmp_path / "jepa-ep1.pth.tar").exists()
+    ckpt = torch.load(result.latest, map_location="cpu", weights_only=True)
+    assert set(OFFICIAL_KEYS) <= set(ckpt) and {"masker", "rng", "config", "itr"} <= set(ckpt)
+    assert (ckpt["epoch"], ckpt["itr"], ckpt["world_size"], ckpt["batch_size"]) == (1, 4, 1, 8)
+    assert ckpt["scaler"] is None
+    for key in ("encoder", "target_encoder"):
+        assert all(k.startswith("module.") for k in ckpt[key])
+        assert {"module.pos_embed", "module.patch_embed.proj.weight", "module.blocks.1.attn.qkv.weight",
+                "module.norm.bias"} <= set(ckpt[key])
+    assert {"module.mask_token", "module.predictor_embed.weight", "module.predictor_pos_embed",
+            "module.predictor_blocks.0.mlp.fc1.weight", "module.predictor_norm.weight",
+            "module.predictor_proj.weight"} <= set(ckpt["predictor"])
+    assert ckpt["config"] == cfg.to_dict()
+    log = (tmp_path / "jepa_r0.csv").read_text().splitlines()
+    assert log[0] == "epoch,itr,loss,context_patches,target_patches,lr,wd,momentum,time_ms" and len(log) == 5
+    assert yaml.safe_load((tmp_path / "params-ijepa.yaml").read_text()) == cfg.to_dict()
+
+
+def test_one_epoch_on_a_tiny_set_reduces_the_loss(images: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(config(images, tmp_path, data={"batch_size": 4},
+                                  optimization={"epochs": 1, "warmup": 0, "lr": 2e-3}))
+    losses = train(cfg, progress=False).losses
+    assert len(losses) == 8
+    assert np.mean(losses[-3:]) < 0.8 * losses[0]
+
+
+def test_an_interrupted_then_resumed_run_reproduces_the_uninterrupted_losses(
+        images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    straight = train(config_from_dict(config(images, tmp_path / "a")), progress=False).losses
+
+    real_save = ijepa.train.save_checkpoint
+
+    def save_then_crash(path: Path, **entries: Any) -> Path:
+        out = real_save(path, **entries)
+        if path.name.endswith("latest.pth.tar") and entries["epoch"] == 1:
+            raise KeyboardInterrupt
+        return out
+
+    interrupted = config(images, tmp_path / "b")
+    monkeypatch.setattr(ijepa.train, "save_checkpoint", save_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        train(config_from_dict(interrupted), progress=False)
+    monkeypatch.undo()
+    interrupted["meta"]["load_checkpoint"] = True
+    resumed = train(config_from_dict(interrupted), progress=False)
+    assert resumed.epochs == 2 and resumed.steps == 8
+    np.testing.assert_allclose(resumed.losses, straight[4:], rtol=0, atol=1e-6)
+    final_a = torch.load(tmp_path / "a" / "jepa-latest.pth.tar", weights_only=True)["target_encoder"]
+    final_b = torch.load(tmp_path / "b" / "jepa-latest.pth.tar", weights_only=True)["target_encoder"]
+    assert all(torch.allclose(final_a[k], final_b[k], atol=1e-6) for k in final_a)
+    assert len((tmp_path / "b" / "jepa_r0.csv").read_text().splitlines()) == 1 + 8
+
+
+def test_resuming_from_a_missing_checkpoint_is_an_error_not_a_fresh_start(images: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(config(images, tmp_path, meta={"load_checkpoint": True}))
+    with pytest.raises(JepaEvalError, match="does not exist"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "jepa-latest.pth.tar").exists()
+
+
+def test_resuming_from_an_unreadable_checkpoint_is_an_error(tmp_path: Path) -> None:
+    (tmp_path / "jepa-latest.pth.tar").write_bytes(b"not a checkpoint")
+    with pytest.raises(JepaEvalError, match="unreadable"):
+        load_checkpoint(tmp_path / "jepa-latest.pth.tar")
+
+
+def test_a_nan_loss_stops_training_naming_the_step_and_last_good_checkpoint(
+        images: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_loss = ijepa.model.regression_loss
+    calls = {"n": 0}
+
+    def nan_on_sixth(pred: torch.Tensor, target: torch.Tensor, name: str) -> torch.Tensor:
+        calls["n"] += 1
+        loss = real_loss(pred, target, name)
+        return loss * math.nan if calls["n"] == 6 else loss
+
+    monkeypatch.setattr(ijepa.model, "regression_loss", nan_on_sixth)
+    with pytest.raises(JepaEvalError) as info:
+        train(config_from_dict(config(images, tmp_path)), progress=False)
+    message = info.value.paragraph()
+    assert "step 5 (epoch 2)" in message and str(tmp_path / "jepa-latest.pth.tar") in message
+    assert torch.load(tmp_path / "jepa-latest.pth.tar", weights_only=True)["epoch"] == 1
+
+
+def test_pixel_target_mode_trains_and_saves_a_pixel_head(images: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(config(images, tmp_path, optimization={"epochs": 1},
+                                  run={"target": "pixels", "loss": "l2"}))
+    result = train(cfg, progress=False)
+    assert all(math.isfinite(v) for v in result.losses)
+    predictor = torch.load(result.latest, weights_only=True)["predictor"]
+    assert predictor["module.pixel_head.weight"].shape == (3 * 8 * 8, 64)
+
+
+def test_monitor_logs_rankme_of_the_target_encoder(images: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(config(images, tmp_path, optimization={"epochs": 1},
+                                  run={"monitor_every": 2, "monitor_samples": 16}))
+    result = train(cfg, progress=False)
+    assert [row["step"] for row in result.monitor] == [2, 4]
+    assert all(1.0 <= row["rankme"] <= 16 for row in result.monitor)
+    lines = (tmp_path / "jepa_monitor.csv").read_text().splitlines()
+    assert lines[0] == "step,epoch,rankme,feature_std" and len(lines) == 3
+
+
+def test_monitor_warns_when_rankme_falls_below_a_fifth_of_its_peak(images: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(config(images, tmp_path, run={"monitor_samples": 16}))
+    monitor = CollapseMonitor(cfg, tmp_path / "monitor.csv")
+    assert monitor.images.shape == (16, 3, 32, 32)
+    g = torch.Generator().manual_seed(0)
+
+    def healthy(x: torch.Tensor) -> torch.Tensor:  # independent random tokens: RankMe near N
+        return torch.randn(x.shape[0], 16, 64, generator=g)
+
+    def collapsed(x: torch.Tensor) -> torch.Tensor:  # the same feature for every image: RankMe 1
+        return torch.ones(x.shape[0], 16, 64)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        first = monitor(healthy, 1, 1, torch.device("cpu"), contextlib.nullcontext)
+    assert first["rankme"] > 10
+    with pytest.warns(RuntimeWarning, match="collapse at step 2"):
+        second = monitor(collapsed, 2, 1, torch.device("cpu"), contextlib.nullcontext)
+    assert second["rankme"] == pytest.approx(1.0, abs=1e-3) and second["feature_std"] == pytest.approx(0.0, abs=1e-6)
+    monitor.log.close()
+
+
+def test_missing_training_images_are_an_error(tmp_path: Path) -> None:
+    cfg = config_from_dict(config(tmp_path, tmp_path / "logs"))
+    with pytest.raises(JepaEvalError, match="training images not found"):
+        train(cfg, progress=False)
+
+
+# ---------------------------------------------------------------------------- CLI and processes
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "ijepa.cli", *args], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=300)
+
+
+def test_cli_dry_run_prints_the_resolved_config_with_every_default(images: Path, tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"meta": {"model_name": "vit_small"}}))
+    out = run_cli("train", "--config", str(path), "--dry-run")
+    assert out.returncode == 0, out.stderr
+    resolved = yaml.safe_load(out.stdout)
+    assert resolved["meta"]["model_name"] == "vit_small" and resolved["mask"]["num_pred_masks"] == 4
+    assert resolved["run"]["loss"] == "smooth_l1" and not list(tmp_path.glob("*.pth.tar"))
+
+
+def test_cli_reports_a_bad_config_in_one_paragraph_and_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"mask": {"pred_mask_scale": [0.2, 1.5]}}))
+    out = run_cli("train", "--config", str(path), "--dry-run")
+    assert out.returncode == 2 and "mask.pred_mask_scale" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_train_in_step_under_torchrun(images: Path, tmp_path: Path) -> None:
+    d = config(images, tmp_path, data={"batch_size": 4}, optimization={"epochs": 1})
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(d))
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          "-m", "ijepa.cli", "train", "--config", str(path), "--quiet"],
+                         capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ckpt = torch.load(tmp_path / "jepa-latest.pth.tar", weights_only=True)
+    assert ckpt["world_size"] == 2 and ckpt["itr"] == 4 and len(ckpt["rng"]) == 2  # 32 images / (2 x 4)
+    rows = [(tmp_path / f"jepa_r{r}.csv").read_text().splitlines()[1:] for r in (0, 1)]
+    assert len(rows[0]) == len(rows[1]) == 4
+    # the logged loss is the mean over both processes, hence identical in both logs
+    assert [r.split(",")[2] for r in rows[0]] == [r.split(",")[2] for r in rows[1]]
