@@ -338,8 +338,8 @@ def _reject_unknown(values: dict[str, Any], cls: type, prefix: str) -> None:
             raise ConfigError(path, "is not a known key",
                               expected=f"one of {', '.join(names)}",
                               found=f"'{key}'",
-                              hint=f"did you mean {prefix + '.' if prefix else ''}{close[0]}?"
-                              if close else None)
+                              hint=f"the closest valid key is {prefix + '.' if prefix else ''}"
+                                   f"{close[0]}" if close else None)
 
 
 def _build_section(cls: type, raw: Any, name: str) -> Any:
@@ -428,7 +428,7 @@ def _check_consistency(cfg: TrainConfig) -> None:
         raise ConfigError("meta.model_name", "is not a known model size",
                           expected=f"one of {', '.join(MODEL_SIZES)}",
                           found=repr(cfg.meta.model_name),
-                          hint=f"did you mean {close[0]}?" if close else None)
+                          hint=f"the closest valid name is {close[0]}" if close else None)
     patch, crop = cfg.mask.patch_size, cfg.data.crop_size
     if crop % patch or crop < 2 * patch:
         raise ConfigError("data.crop_size", "does not fit the patch size",
