@@ -271,7 +271,7 @@ def read_checkpoint(path: str | Path, *, trust_checkpoint: bool = False) -> Mapp
         top = _torch_load(path, weights_only=True)
     except pickle.UnpicklingError as exc:
         if not trust_checkpoint:
-            needed = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+            needed = re.search(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)", str(exc))
             raise JepaEvalError(
                 f"{path} needs arbitrary Python objects to load, and unpickling them could run code",
                 expected="tensors, plain containers and argparse.Namespace only",
@@ -477,7 +477,8 @@ def _load_timm(name: str, *, weights: str | None, ckpt_key: str | None,
             torch.manual_seed(seed)
             model = timm.create_model(name, pretrained=False, num_classes=0, **size)
     except (RuntimeError, TypeError) as exc:
-        raise JepaEvalError(f"timm cannot build the model '{name}'", found=str(exc),
+        raise JepaEvalError(f"timm cannot build the model '{name}'", expected="a model name timm knows",
+                            found=str(exc),
                             hint="List names with timm.list_models('vit_*')") from exc
     if not isinstance(model, VisionTransformer):
         raise JepaEvalError(f"timm:{name} is not a timm VisionTransformer",

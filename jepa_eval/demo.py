@@ -11,6 +11,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from jepa_eval.monitor import MonitorConfig, monitor_run
 from jepa_eval.report import write_report
 from jepa_eval.results import write_record
@@ -27,6 +29,9 @@ def run_demo(out: Path, *, config_path: Path | None = None, suite_name: str, pro
     from ijepa.config import load_config
     from ijepa.train import train
 
+    # The demo's models are tiny: one intra-op thread runs them as fast as two, and two threads
+    # contending with any other process on a 2-core machine were measured 15x slower.
+    torch.set_num_threads(1)
     out = Path(out)
     run_dir, results_dir = out / "run", out / "results"
     for stale in (run_dir, results_dir):

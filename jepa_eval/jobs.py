@@ -115,7 +115,8 @@ def run_rank(spec: ModelSpec, backbone: Backbone, features: SplitFeatures, mode:
     if rows.shape[0] < 2:
         raise JepaEvalError("rank metrics need at least 2 samples", found=f"{rows.shape[0]}")
     picked = seeded_subset(rows.shape[0], config.samples, config.seed)
-    metrics = rank_metrics(rows[picked], lidar_views=lidar_views)
+    metrics = rank_metrics(rows[picked], lidar_views=lidar_views, lidar_delta=config.lidar_delta,
+                           lidar_eps=config.lidar_eps)
     summary = {m.name: m.value for m in metrics}
     dataset = {"name": features.dataset, "root": features.root, "split": features.split,
                "n_split": features.size, "n_used": int(picked.size)}

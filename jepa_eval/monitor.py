@@ -18,6 +18,7 @@ import torch
 from jepa_eval import jobs
 from jepa_eval.datasets import build_dataset, get_spec
 from jepa_eval.errors import JepaEvalError
+from jepa_eval.protocols import PROTOCOL_VERSIONS
 from jepa_eval.results import ResultRecord
 from jepa_eval.runner import ExtractOptions, ModelSpec, check_mode, split_features
 
@@ -110,7 +111,7 @@ def monitor_run(run_dir: Path, dataset: str, config: MonitorConfig, options: Ext
                "peak_epoch": epochs[rankmes.index(max(rankmes))], "final_rankme": rankmes[-1]}
     model = {"name": run_dir.name, "path": str(run_dir), "sha256": None, "family": backbone.family,
              "ckpt_key": config.ckpt_key, "arch": backbone.arch}
-    return ResultRecord(protocol="monitor", protocol_version="1", model=model,
+    return ResultRecord(protocol="monitor", protocol_version=PROTOCOL_VERSIONS["monitor"], model=model,
                         dataset={"name": dataset, "train_split": spec_data.train_split, "eval_split": spec_data.eval_split},
                         features={"mode": chosen, "image_size": backbone.image_size}, params=asdict(config),
                         metrics=rows, summary=summary)

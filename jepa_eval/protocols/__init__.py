@@ -19,11 +19,15 @@ from jepa_eval.errors import JepaEvalError
 PROTOCOLS: dict[str, str] = {
     "knn": "weighted k-NN on L2-normalised features (DINO's vote exp(sim / T)), top-1/5 per k",
     "linear": "grid of linear heads (lr x wd x BatchNorm) trained at once, chosen on held-out data",
+    "lowshot": "L-BFGS logistic regression on label fractions, k shots or a subset file, over seeds",
+    "rank": "label-free collapse metrics: RankMe, alpha-ReQ, LiDAR, feature std, cosine, uniformity",
 }
 
 PROTOCOL_VERSIONS: dict[str, str] = {
     "knn": "1",
     "linear": "1",
+    "lowshot": "1",
+    "rank": "1",
 }
 
 

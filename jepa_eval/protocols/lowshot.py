@@ -1,0 +1,405 @@
+"""Low-shot evaluation: L2-regularised logistic regression on few labelled frozen features.
+
+Settings: a fraction of the labels per class (``fractions``), k images per class
+(``shots``), or a fixed subset such as ImageNet 1% (``subset_indices``, read with
+:func:`read_subset_file`). Each setting is sampled with several seeds.
+
+The classifier minimises scikit-learn's multinomial ``LogisticRegression`` objective,
+``sum_i CE_i + ||W||^2 / (2 C)`` with the intercept unpenalised, on the raw features (no
+standardisation, as scikit-learn), by full-batch L-BFGS in torch (strong-Wolfe line
+search; float64 on CPU, float32 on CUDA). ``C`` is chosen on a seeded stratified
+validation split of the low-shot training set (never on the evaluation labels), fitting
+the grid from strong to weak regularisation with warm starts, then the model is refit on
+the whole low-shot training set at the chosen ``C``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from jepa_eval.errors import JepaEvalError
+from jepa_eval.protocols import check_features, check_labels, check_num_classes
+from jepa_eval.results import Metric
+
+#: Every other value of DINOv2's grid 10^linspace(-6, 5, 45): half-decade steps, half the cost.
+DEFAULT_CS: tuple[float, ...] = tuple(float(c) for c in np.logspace(-6, 5, 23))
+#: L-BFGS memory; scipy's (and so scikit-learn's) default.
+LBFGS_HISTORY = 10
+#: Rows scored at once when predicting, so logits stay small in memory.
+PREDICT_BLOCK = 8192
+
+
+@dataclass
+class LowShotConfig:
+    """Low-shot settings and classifier hyper-parameters (the single source of defaults).
+
+    ``seeds`` is a count: seeds ``0 .. seeds - 1`` (a subset file is one fixed sample and
+    runs once, with seed 0). ``val_fraction`` of each class is held out to choose ``C``; a
+    class keeps at least one training sample, and a class of one sample gives none. When
+    no class can give one (1-shot), ``fallback_C`` (scikit-learn's default) is used.
+    ``max_iter`` bounds the L-BFGS iterations of each fit.
+    """
+
+    fractions: tuple[float, ...] = ()
+    shots: tuple[int, ...] = ()
+    seeds: int = 5
+    Cs: tuple[float, ...] = DEFAULT_CS
+    val_fraction: float = 0.2
+    max_iter: int = 200
+    fallback_C: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise JepaEvalError("low-shot needs at least one seed", expected="seeds >= 1",
+                                found=f"seeds = {self.seeds}")
+        if not self.Cs or min(self.Cs) <= 0 or self.fallback_C <= 0:
+            raise JepaEvalError("the C grid of the logistic regression is invalid",
+                                expected="a non-empty list of positive numbers",
+                                found=f"Cs = {list(self.Cs)}, fallback_C = {self.fallback_C}")
+        if not 0 < self.val_fraction < 1:
+            raise JepaEvalError("val_fraction is out of range", expected="a number in (0, 1)",
+                                found=f"{self.val_fraction}")
+        if self.max_iter < 1:
+            raise JepaEvalError("max_iter must be positive", found=f"{self.max_iter}")
+        for fraction in self.fractions:
+            _check_fraction(fraction)
+        for shots in self.shots:
+            _check_shots(shots)
+
+
+@dataclass
+class LowShotResult:
+    """``metrics``: top1/top5 per (setting, seed) with the chosen C; ``summary``: mean/std over seeds."""
+
+    metrics: list[Metric] = field(default_factory=list)
+    summary: list[Metric] = field(default_factory=list)
+
+
+@dataclass
+class LogRegModel:
+    """A fitted multinomial logistic regression: ``logits = x @ weight + bias``.
+
+    ``weight [D, K]``, ``bias [K]``; ``objective`` is ``sum_i CE_i + ||W||^2 / (2C)`` at the
+    solution (scikit-learn's scale); ``iterations`` counts objective evaluations of L-BFGS.
+    """
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    C: float
+    objective: float
+    iterations: int
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling
+
+
+def _round_half_up(x: np.ndarray) -> np.ndarray:
+    return np.floor(x + 0.5).astype(np.int64)
+
+
+def _class_members(labels: np.ndarray) -> dict[int, np.ndarray]:
+    """Indices of each class present in ``labels``, ascending."""
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.size == 0:
+        raise JepaEvalError("labels must be a non-empty 1-D array", found=f"shape {labels.shape}")
+    order = np.argsort(labels, kind="stable")
+    classes, starts = np.unique(labels[order], return_index=True)
+    return dict(zip(classes.tolist(), np.split(order, starts[1:])))
+
+
+def _draw(members: dict[int, np.ndarray], counts: dict[int, int], seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    picked = [rng.permutation(members[c])[:counts[c]] for c in sorted(members)]
+    return np.sort(np.concatenate(picked))
+
+
+def _describe_classes(sizes: dict[int, int], limit: int = 10) -> str:
+    shown = ", ".join(f"class {c}: {n}" for c, n in list(sizes.items())[:limit])
+    more = f" and {len(sizes) - limit} more" if len(sizes) > limit else ""
+    return shown + more
+
+
+def _check_fraction(fraction: float) -> None:
+    if not 0 < fraction <= 1:
+        raise JepaEvalError("a label fraction is out of range", expected="a fraction in (0, 1]",
+                            found=f"{fraction}")
+
+
+def _check_shots(shots: int) -> None:
+    if shots < 1:
+        raise JepaEvalError("the number of shots must be positive", expected="shots >= 1",
+                            found=f"{shots}")
+
+
+def sample_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of ``round(fraction * n_c)`` seeded samples of each class c (half up).
+
+    A fraction that rounds some class to zero samples is an error naming those classes.
+    """
+    _check_fraction(fraction)
+    members = _class_members(labels)
+    counts = {c: int(_round_half_up(np.array(fraction * idx.size))) for c, idx in members.items()}
+    empty = {c: members[c].size for c, n in counts.items() if n == 0}
+    if empty:
+        raise JepaEvalError(f"the fraction {fraction} leaves {len(empty)} classes without a sample",
+                            expected="round(fraction x class size) >= 1 for every class",
+                            found=f"class sizes {_describe_classes(empty)}",
+                            hint="use a larger fraction or a k-shot setting")
+    return _draw(members, counts, seed)
+
+
+def sample_shots(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
+    """Sorted indices of ``shots`` seeded samples of each class; a smaller class is an error."""
+    _check_shots(shots)
+    members = _class_members(labels)
+    small = {c: idx.size for c, idx in members.items() if idx.size < shots}
+    if small:
+        raise JepaEvalError(f"{len(small)} classes have fewer than {shots} images",
+                            expected=f"at least {shots} training images in every class",
+                            found=f"class sizes {_describe_classes(small)}")
+    return _draw(members, {c: shots for c in members}, seed)
+
+
+def read_subset_file(path: str | os.PathLike[str], sample_names: Sequence[str]) -> np.ndarray:
+    """Indices into ``sample_names`` of the names listed in ``path``, in file order.
+
+    The file holds one training file name a line (``<wnid>_<id>.JPEG``, as the SimCLR
+    ImageNet 1% / 10% lists); blank lines are ignored. Names with path separators or
+    ``..``, repeated names, and names absent from ``sample_names`` are errors.
+    """
+    try:
+        lines = [line.strip() for line in open(path, encoding="utf-8").read().splitlines()]
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JepaEvalError(f"cannot read the subset file {path}",
+                            expected="a text file with one image file name a line",
+                            found=str(exc)) from exc
+    names = [line for line in lines if line]
+    if not names:
+        raise JepaEvalError(f"the subset file {path} lists no images",
+                            expected="one image file name a line", found="an empty file")
+    unsafe = [n for n in names if "/" in n or "\\" in n or ".." in n]
+    if unsafe:
+        raise JepaEvalError(f"the subset file {path} contains paths, not file names",
+                            expected="bare file names such as n01440764_10026.JPEG",
+                            found=f"{len(unsafe)} such lines, e.g. {unsafe[:5]}")
+    repeated = _repeated(names)
+    if repeated:
+        raise JepaEvalError(f"the subset file {path} lists images more than once",
+                            expected="each file name once",
+                            found=f"{len(repeated)} repeats, e.g. {repeated[:5]}")
+    position = {name: i for i, name in enumerate(sample_names)}
+    missing = [n for n in names if n not in position]
+    if missing:
+        raise JepaEvalError(f"{len(missing)} of {len(names)} images in the subset file {path} are "
+                            "not in the training split",
+                            expected="names of files in the dataset's training split",
+                            found=f"missing names such as {missing[:5]}",
+                            hint="check that the subset file belongs to this dataset and split")
+    ambiguous = sorted(set(names) & set(_repeated(sample_names)))
+    if ambiguous:
+        raise JepaEvalError("some subset names match several training images",
+                            expected="file names that are unique in the training split",
+                            found=f"{len(ambiguous)} such names, e.g. {ambiguous[:5]}")
+    return np.array([position[n] for n in names], dtype=np.int64)
+
+
+def _repeated(names: Sequence[str]) -> list[str]:
+    """Every name that occurs earlier in ``names`` as well, in order."""
+    seen: set[str] = set()
+    repeated = []
+    for name in names:
+        if name in seen:
+            repeated.append(name)
+        seen.add(name)
+    return repeated
+
+
+def validation_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded stratified ``(train, val)`` positions into ``labels``.
+
+    Class c gives ``min(n_c - 1, max(1, round(val_fraction * n_c)))`` validation samples:
+    at least one when it has two or more, none when it has one, so every class keeps a
+    training sample. ``val`` is empty when every class has a single sample.
+    """
+    members = _class_members(labels)
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for c in sorted(members):
+        idx = rng.permutation(members[c])
+        n_val = min(idx.size - 1, max(1, int(_round_half_up(np.array(val_fraction * idx.size)))))
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+# ---------------------------------------------------------------------------------------------
+# Classifier
+
+
+def fit_logreg(features: torch.Tensor, labels: torch.Tensor, C: float, num_classes: int, *,
+               init: LogRegModel | None = None, max_iter: int = 200) -> LogRegModel:
+    """Minimise ``sum_i CE(x_i W + b, y_i) + ||W||^2 / (2C)`` by full-batch L-BFGS.
+
+    ``features [N, D]`` and ``labels [N]`` (int64) on one device, in the dtype to solve in.
+    Internally the objective is divided by N (same minimiser, better-scaled gradients).
+    ``init`` warm-starts from another solution (e.g. the previous C of a grid). Stops when
+    the largest gradient entry of the mean objective is below 1e-7 or after ``max_iter``
+    iterations.
+    """
+    n, dim = features.shape
+    weight = torch.zeros(dim, num_classes, dtype=features.dtype, device=features.device)
+    bias = torch.zeros(num_classes, dtype=features.dtype, device=features.device)
+    if init is not None:
+        weight, bias = init.weight.clone(), init.bias.clone()
+    weight.requires_grad_(True)
+    bias.requires_grad_(True)
+    penalty = 0.5 / (C * n)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=1e-7,
+                                  tolerance_change=1e-10, history_size=LBFGS_HISTORY,
+                                  line_search_fn="strong_wolfe")
+    evaluations = 0
+
+    def mean_objective() -> torch.Tensor:
+        return F.cross_entropy(features @ weight + bias, labels) + penalty * weight.square().sum()
+
+    def closure() -> torch.Tensor:
+        nonlocal evaluations
+        evaluations += 1
+        optimizer.zero_grad()
+        loss = mean_objective()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    with torch.no_grad():
+        objective = float(mean_objective()) * n
+    return LogRegModel(weight.detach(), bias.detach(), C, objective, evaluations)
+
+
+def predict_topk(model: LogRegModel, features: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` highest-scoring classes ``[N, k]`` of each row of ``features [N, D]``."""
+    k = min(k, model.bias.numel())
+    return torch.cat([(block @ model.weight + model.bias).topk(k, dim=1).indices
+                      for block in features.split(PREDICT_BLOCK)])
+
+
+def topk_accuracy(model: LogRegModel, features: torch.Tensor, labels: torch.Tensor, k: int) -> float:
+    """Percentage (0-100) of rows whose label is among the ``k`` best classes."""
+    hits = (predict_topk(model, features, k) == labels[:, None]).any(dim=1)
+    return 100.0 * float(hits.double().mean())
+
+
+def select_C(features: torch.Tensor, labels: torch.Tensor, num_classes: int, config: LowShotConfig,
+             seed: int) -> tuple[float, LogRegModel | None]:
+    """``(C, fit)``: the grid value with the best validation top-1 (ties: stronger regularisation).
+
+    Fits on a seeded stratified split of the low-shot training set (:func:`validation_split`),
+    warm-starting along ``config.Cs`` in ascending order. ``fit`` is the model at that C,
+    a warm start for the refit; ``(config.fallback_C, None)`` when no validation sample exists.
+    """
+    train, val = validation_split(labels.cpu().numpy(), config.val_fraction, seed)
+    if val.size == 0:
+        return config.fallback_C, None
+    train_t = torch.as_tensor(train, device=features.device)
+    val_t = torch.as_tensor(val, device=features.device)
+    scored: list[tuple[float, LogRegModel]] = []
+    model = None
+    for C in sorted(config.Cs):
+        model = fit_logreg(features[train_t], labels[train_t], C, num_classes, init=model,
+                           max_iter=config.max_iter)
+        scored.append((topk_accuracy(model, features[val_t], labels[val_t], 1), model))
+    best = max(scored, key=lambda pair: pair[0])  # the first maximum: the smallest such C
+    return best[1].C, best[1]
+
+
+# ---------------------------------------------------------------------------------------------
+# Protocol
+
+
+def _check_widths(train_features: np.ndarray, eval_features: np.ndarray) -> None:
+    if train_features.shape[1] != eval_features.shape[1]:
+        raise JepaEvalError("training and evaluation features differ in width",
+                            expected="the same feature dimension D",
+                            found=f"{train_features.shape[1]} and {eval_features.shape[1]}")
+
+
+def _settings(config: LowShotConfig, train_labels: np.ndarray,
+              subset_indices: np.ndarray | None) -> list[tuple[dict[str, object], int, np.ndarray]]:
+    """``(coords, seed, indices)`` for every low-shot sample to evaluate."""
+    jobs: list[tuple[dict[str, object], int, np.ndarray]] = []
+    for fraction in config.fractions:
+        jobs += [({"fraction": fraction}, s, sample_fraction(train_labels, fraction, s))
+                 for s in range(config.seeds)]
+    for shots in config.shots:
+        jobs += [({"shots": shots}, s, sample_shots(train_labels, shots, s)) for s in range(config.seeds)]
+    if subset_indices is not None:
+        indices = np.asarray(subset_indices, dtype=np.int64)
+        if indices.size == 0 or indices.min() < 0 or indices.max() >= train_labels.size:
+            raise JepaEvalError("subset indices do not address the training split",
+                                expected=f"indices in [0, {train_labels.size})",
+                                found=f"{indices.size} indices" + (
+                                    f" in [{indices.min()}, {indices.max()}]" if indices.size else ""))
+        jobs.append(({"subset": f"{indices.size} images"}, 0, indices))
+    if not jobs:
+        raise JepaEvalError("no low-shot setting was given",
+                            expected="label fractions, shot counts or a subset file")
+    return jobs
+
+
+def _summarise(metrics: list[Metric]) -> list[Metric]:
+    """Mean and std (ddof 1; 0 for a single seed) over seeds of each setting and metric."""
+    groups: dict[tuple[str, tuple[tuple[str, object], ...]], list[float]] = {}
+    for m in metrics:
+        setting = tuple((k, v) for k, v in m.coords.items() if k not in ("seed", "C"))
+        groups.setdefault((m.name, setting), []).append(m.value)
+    rows = []
+    for (name, setting), values in groups.items():
+        std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        rows += [Metric(f"{name}_mean", float(np.mean(values)), dict(setting)),
+                 Metric(f"{name}_std", std, dict(setting))]
+    return rows
+
+
+def lowshot_evaluate(train_features: np.ndarray, train_labels: np.ndarray, eval_features: np.ndarray,
+                     eval_labels: np.ndarray, config: LowShotConfig, *,
+                     subset_indices: np.ndarray | None = None, num_classes: int | None = None,
+                     device: str | torch.device | None = None, progress: bool = True) -> LowShotResult:
+    """Low-shot top-1/top-5 (percent) of logistic regression for every setting and seed.
+
+    ``train_features [N, D]`` / ``train_labels [N]`` are the full training split from which
+    the low-shot samples are drawn; ``eval_features [M, D]`` / ``eval_labels [M]`` are only
+    used to score the final classifiers. ``num_classes`` defaults to the largest label + 1;
+    top-5 is reported only when there are more than 5 classes. Metric coordinates:
+    ``fraction`` | ``shots`` | ``subset``, ``seed`` and the chosen ``C``.
+    """
+    train_features = check_features("train", train_features)
+    eval_features = check_features("eval", eval_features)
+    _check_widths(train_features, eval_features)
+    train_labels = check_labels("train", train_labels, train_features.shape[0])
+    eval_labels = check_labels("eval", eval_labels, eval_features.shape[0])
+    num_classes = check_num_classes(num_classes, train_labels, eval_labels)
+    jobs = _settings(config, train_labels, subset_indices)
+    target = torch.device(device) if device is not None else torch.device(
+        "cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float64 if target.type == "cpu" else torch.float32
+    x_eval = torch.as_tensor(eval_features, dtype=dtype, device=target)
+    y_eval = torch.as_tensor(eval_labels, device=target)
+    metrics: list[Metric] = []
+    for coords, seed, indices in tqdm(jobs, desc="low-shot", disable=not progress):
+        x = torch.as_tensor(train_features[indices], dtype=dtype, device=target)
+        y = torch.as_tensor(train_labels[indices], device=target)
+        C, init = select_C(x, y, num_classes, config, seed)
+        model = fit_logreg(x, y, C, num_classes, init=init, max_iter=config.max_iter)
+        point = {**coords, "seed": seed, "C": C}
+        metrics.append(Metric("top1", topk_accuracy(model, x_eval, y_eval, 1), point))
+        if num_classes > 5:
+            metrics.append(Metric("top5", topk_accuracy(model, x_eval, y_eval, 5), point))
+    return LowShotResult(metrics=metrics, summary=_summarise(metrics))
