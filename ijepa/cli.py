@@ -6,7 +6,6 @@ Run several processes with ``torchrun --nproc_per_node N -m ijepa.cli train --co
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -14,7 +13,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.errors import JepaEvalError, run_main
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Train I-JEPA models (official config schema plus a `run` section).")
@@ -52,17 +51,10 @@ def train(
 
 
 def main() -> None:
-    """Console entry point: user errors become one paragraph and exit code 2."""
-    try:
-        app()
-    except JepaEvalError as exc:
-        if _DEBUG["on"]:
-            raise
-        console.print(f"[bold red]error:[/] {exc.paragraph()}", highlight=False)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted: checkpoints already written are complete; resume with meta.load_checkpoint: true")
-        sys.exit(130)
+    """Console entry point: user errors become one paragraph and exit code 2; SIGINT/SIGTERM stop
+    cleanly (exit 130/143) and say what was saved."""
+    run_main(app, console, debug=lambda: _DEBUG["on"],
+             saved="checkpoints already written are complete; resume with meta.load_checkpoint: true")
 
 
 if __name__ == "__main__":

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from jepa_eval import cli_common as c
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.errors import JepaEvalError, run_main
 from jepa_eval.results import DEFAULT_RESULTS_DIR
 from jepa_eval import jobs
 from jepa_eval.runner import check_mode, split_features
@@ -301,14 +300,7 @@ from jepa_eval import cli_suite  # noqa: E402,F401  (registers suite, report and
 
 
 def main() -> None:
-    """Console entry point: user errors become one paragraph and exit code 2."""
-    try:
-        app()
-    except JepaEvalError as exc:
-        if _DEBUG["on"]:
-            raise
-        c.console.print(f"[bold red]error:[/] {exc.paragraph()}", highlight=False)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        c.console.print("interrupted: result files and cache entries already written are complete; nothing partial was kept")
-        sys.exit(130)
+    """Console entry point: user errors become one paragraph and exit code 2; SIGINT/SIGTERM stop
+    cleanly (exit 130/143) and say what was saved."""
+    run_main(app, c.console, debug=lambda: _DEBUG["on"],
+             saved="result files and cache entries already written are complete; nothing partial was kept")

@@ -137,6 +137,7 @@ def check_mode(backbone: Backbone, mode: str | None) -> str:
         raise JepaEvalError(f"unknown feature mode {chosen!r}", expected=f"one of {', '.join(FEATURE_MODES)}")
     if "cls" in chosen and not backbone.has_cls:
         raise JepaEvalError(f"feature mode {chosen!r} needs a CLS token",
+                            expected="a backbone with a CLS token (MAE, DINO, DINOv2, most timm ViTs)",
                             found=f"a {backbone.family} backbone without one",
                             hint="use avgpool or avgpool4")
     return chosen

@@ -107,7 +107,8 @@ def load_suite(path: str | Path) -> Suite:
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
-        raise JepaEvalError(f"{path} is not valid YAML", found=str(exc).splitlines()[0]) from exc
+        raise JepaEvalError(f"{path} is not valid YAML", expected="a YAML mapping such as protocols/cpu-quick.yaml",
+                            found=str(exc).splitlines()[0]) from exc
     if isinstance(raw, dict) and "protocol" in raw:
         return Suite(name=path.stem, description="", entries=[_entry(raw, path, "protocol")], path=path)
     if not isinstance(raw, dict) or not isinstance(raw.get("protocols"), list):

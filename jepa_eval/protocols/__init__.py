@@ -21,6 +21,7 @@ PROTOCOLS: dict[str, str] = {
     "linear": "grid of linear heads (lr x wd x BatchNorm) trained at once, chosen on held-out data",
     "lowshot": "L-BFGS logistic regression on label fractions, k shots or a subset file, over seeds",
     "rank": "label-free collapse metrics: RankMe, alpha-ReQ, LiDAR, feature std, cosine, uniformity",
+    "monitor": "the rank metrics (and a quick k-NN) of every checkpoint of a training run",
 }
 
 PROTOCOL_VERSIONS: dict[str, str] = {
@@ -28,6 +29,7 @@ PROTOCOL_VERSIONS: dict[str, str] = {
     "linear": "1",
     "lowshot": "1",
     "rank": "1",
+    "monitor": "1",
 }
 
 
