@@ -6,7 +6,9 @@ A *mode* says which tokens of which blocks make one image's feature vector (D = 
 - ``avgpool4``: the same for each of the last 4 blocks, concatenated in block order, [4·D];
 - ``cls``: the CLS token after the final norm, [D];
 - ``cls4``: the normed CLS token of each of the last 4 blocks, concatenated, [4·D];
-- ``cls+avgpool``: the normed CLS token then the avg-pooled patch tokens, [2·D] (DINO ViT-B).
+- ``cls+avgpool``: the normed CLS token then the avg-pooled patch tokens, [2·D] (DINO ViT-B);
+- ``pixels``: the normalised input pixels themselves, [3·H·W], only from :class:`RawPixels`
+  (the "raw pixels as features" baseline).
 
 Prefix tokens (CLS and registers, ``model.num_prefix_tokens``) never enter an average.
 """
@@ -31,7 +33,7 @@ from tqdm import tqdm
 from jepa_eval.atomic import atomic_path, atomic_write_json
 from jepa_eval.errors import JepaEvalError
 
-FEATURE_MODES = ("avgpool", "avgpool4", "cls", "cls4", "cls+avgpool")
+FEATURE_MODES = ("avgpool", "avgpool4", "cls", "cls4", "cls+avgpool", "pixels")
 # Bump when embed() or extract_features() changes the numbers they return: it is part of
 # every feature-cache key, so old cached features stop matching.
 FEATURE_CODE_VERSION = "1"
@@ -42,11 +44,28 @@ _WIDTH_FACTOR = {"avgpool": 1, "avgpool4": 4, "cls": 1, "cls4": 4, "cls+avgpool"
 _MAX_BAD_INDICES = 5
 
 
-def check_mode(model: VisionTransformer, mode: str) -> None:
+class RawPixels(torch.nn.Module):
+    """The raw-pixel baseline: an image [B, 3, S, S] becomes its flattened pixels [B, 3·S·S]."""
+
+    def __init__(self, image_size: int) -> None:
+        super().__init__()
+        self.image_size = image_size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flatten(1)
+
+
+def check_mode(model: VisionTransformer | RawPixels, mode: str) -> None:
     """Raise :class:`JepaEvalError` unless ``mode`` can be computed on ``model``."""
     if mode not in FEATURE_MODES:
         raise JepaEvalError(f"unknown feature mode {mode!r}",
                             expected="one of " + ", ".join(FEATURE_MODES), found=repr(mode))
+    if isinstance(model, RawPixels) or mode == "pixels":
+        if not (isinstance(model, RawPixels) and mode == "pixels"):
+            raise JepaEvalError("the 'pixels' mode and the raw-pixel baseline go together",
+                                expected="--ckpt pixels:SIZE with mode pixels",
+                                found=f"mode {mode!r} on a {type(model).__name__}")
+        return
     if not isinstance(model, VisionTransformer):
         raise JepaEvalError("features can only be taken from a timm VisionTransformer",
                             expected="timm.models.vision_transformer.VisionTransformer",
@@ -65,6 +84,8 @@ def check_mode(model: VisionTransformer, mode: str) -> None:
 def feature_dim(model: VisionTransformer, mode: str) -> int:
     """Length D' of one feature vector of ``mode`` on ``model``."""
     check_mode(model, mode)
+    if isinstance(model, RawPixels):
+        return 3 * model.image_size**2
     return _WIDTH_FACTOR[mode] * int(model.embed_dim)
 
 
@@ -79,6 +100,8 @@ def embed(model: VisionTransformer, images: torch.Tensor, mode: str) -> torch.Te
     if images.ndim != 4 or images.shape[1] != 3:
         raise JepaEvalError("images must be a batch of RGB tensors",
                             expected="a tensor of shape [B, 3, H, W]", found=f"shape {list(images.shape)}")
+    if isinstance(model, RawPixels):
+        return model(images)
     expected_hw = tuple(model.patch_embed.img_size)
     if not getattr(model, "dynamic_img_size", False) and tuple(images.shape[-2:]) != expected_hw:
         raise JepaEvalError("the image size does not match the model's",

@@ -17,7 +17,7 @@ from jepa_eval.cache import FeatureCache, cached_extract, default_cache_root
 from jepa_eval.checkpoints import Backbone, load_backbone
 from jepa_eval.datasets import build_dataset, eval_transform, get_spec
 from jepa_eval.errors import JepaEvalError
-from jepa_eval.features import FEATURE_MODES, FeatureSet, compute_dtype, extract_features
+from jepa_eval.features import FEATURE_MODES, FeatureSet, RawPixels, compute_dtype, extract_features
 
 
 @dataclass
@@ -34,7 +34,10 @@ class ModelSpec:
     seed: int = 0
 
     def load(self) -> Backbone:
-        """The backbone; ``random:PATH`` is PATH's architecture with freshly initialised weights."""
+        """The backbone; ``random:PATH`` is PATH's architecture with freshly initialised weights,
+        ``pixels:SIZE`` the raw-pixel baseline at SIZE x SIZE pixels."""
+        if self.ckpt.startswith("pixels:"):
+            return PixelBackbone.at(self.ckpt)
         random_like = self.ckpt.startswith("random:")
         source = self.ckpt[len("random:"):] if random_like else self.ckpt
         backbone = load_backbone(source, ckpt_key=self.ckpt_key, num_heads=self.num_heads,
@@ -48,6 +51,25 @@ class ModelSpec:
         if self.ckpt.startswith("timm:"):
             return self.ckpt
         return Path(self.ckpt).name.split(".pth")[0].split(".pt")[0]
+
+
+class PixelBackbone(Backbone):
+    """Raw pixels as features: the baseline every representation should beat."""
+
+    @classmethod
+    def at(cls, spec: str) -> PixelBackbone:
+        size_text = spec.removeprefix("pixels:")
+        if not size_text.isdigit() or int(size_text) < 1:
+            raise JepaEvalError(f"bad raw-pixel spec {spec!r}", expected="pixels:SIZE, e.g. pixels:32")
+        size = int(size_text)
+        arch = {"img_size": size, "patch_size": size, "embed_dim": 3 * size * size, "depth": 0,
+                "num_heads": 0, "class_token": False, "num_reg_tokens": 0, "init_values": None,
+                "fc_norm": False, "mlp_ratio": 0.0}
+        return cls(model=RawPixels(size).eval(), family="pixels", source=spec, ckpt_key=None,
+                   sha256=spec, arch=arch, default_mode="pixels")
+
+    def describe(self) -> str:
+        return f"raw pixels at {self.image_size}x{self.image_size} ({self.arch['embed_dim']} values per image)"
 
 
 def reinitialize(backbone: Backbone, seed: int) -> Backbone:
@@ -135,6 +157,8 @@ def check_mode(backbone: Backbone, mode: str | None) -> str:
     chosen = mode or backbone.default_mode
     if chosen not in FEATURE_MODES:
         raise JepaEvalError(f"unknown feature mode {chosen!r}", expected=f"one of {', '.join(FEATURE_MODES)}")
+    if isinstance(backbone, PixelBackbone) and chosen in ("avgpool", "avgpool4"):
+        return "pixels"  # suites ask for pooled features; pixels are the baseline's only kind
     if "cls" in chosen and not backbone.has_cls:
         raise JepaEvalError(f"feature mode {chosen!r} needs a CLS token",
                             expected="a backbone with a CLS token (MAE, DINO, DINOv2, most timm ViTs)",

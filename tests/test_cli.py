@@ -102,3 +102,20 @@ def test_a_bad_checkpoint_is_one_paragraph_without_traceback(tmp_path):
     assert result.exit_code != 0
     assert isinstance(result.exception, Exception) and "empty.pth" in str(result.exception)
     assert not (tmp_path / "r").exists() or not list((tmp_path / "r").iterdir())
+
+
+def test_raw_pixels_baseline_is_a_model_like_any_other(workspace, tmp_path):
+    _invoke(["knn", "--ckpt", "pixels:8", "--data", f"imagefolder:{workspace['data']}", "--k", "1"], workspace, tmp_path)
+    (record,) = load_records(tmp_path)
+    assert record.model["family"] == "pixels" and record.features["mode"] == "pixels"
+    assert record.summary["best_top1"] == 100.0  # solid colours are separable in pixel space
+
+
+def test_random_like_reinitialises_weights_but_keeps_the_architecture(workspace):
+    from jepa_eval.runner import ModelSpec
+
+    trained = ModelSpec(ckpt=str(workspace["ckpt"])).load()
+    fresh = ModelSpec(ckpt=f"random:{workspace['ckpt']}").load()
+    assert fresh.arch == trained.arch and fresh.sha256.startswith("random-like:")
+    assert not np.allclose(fresh.model.blocks[0].attn.qkv.weight.detach(), trained.model.blocks[0].attn.qkv.weight.detach())
+    assert np.allclose(fresh.model.pos_embed.detach(), trained.model.pos_embed.detach())  # fixed sin-cos kept
