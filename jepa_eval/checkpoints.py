@@ -29,7 +29,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
 from jepa_eval.errors import JepaEvalError
-from jepa_eval.vit import build_vit, vit_arch
+from jepa_eval.vit import VIT_SIZES, build_vit, vit_arch
 
 StateDict = dict[str, Tensor]
 Recogniser = Callable[[Mapping[str, Any]], bool]
@@ -448,13 +448,28 @@ def _finish(model: VisionTransformer, **fields: Any) -> Backbone:
     return Backbone(model=model, arch=arch, default_mode=mode, **fields)
 
 
+def _heads_from_config(top: Mapping[str, Any]) -> int | None:
+    """The encoder's head count recorded by the bundled trainer (``config.run.num_heads``, else
+    the named size's), which shapes cannot tell; None for files without a config."""
+    config = top.get("config")
+    if not isinstance(config, Mapping):
+        return None
+    run, meta = config.get("run") or {}, config.get("meta") or {}
+    if run.get("num_heads"):
+        return int(run["num_heads"])
+    size = VIT_SIZES.get(str(meta.get("model_name")))
+    if size is None or (run.get("embed_dim") and run["embed_dim"] != size[0]):
+        return None
+    return size[2]
+
+
 def _load_file(path: Path, *, ckpt_key: str | None, num_heads: int | None,
                image_size: int | None, trust_checkpoint: bool) -> Backbone:
     top = read_checkpoint(path, trust_checkpoint=trust_checkpoint)
     adapter = detect_family(top, str(path))
     state, key = _select_entry(top, adapter.entries, ckpt_key, str(path))
     canonical, ignored = _split_keys(state, adapter)
-    arch = infer_arch(canonical, num_heads=num_heads)
+    arch = infer_arch(canonical, num_heads=num_heads if num_heads is not None else _heads_from_config(top))
     if image_size is not None:
         _check_image_size(image_size, arch["patch_size"])
         arch["img_size"] = image_size

@@ -298,3 +298,22 @@ def test_two_cpu_processes_train_in_step_under_torchrun(images: Path, tmp_path: 
     assert len(rows[0]) == len(rows[1]) == 4
     # the logged loss is the mean over both processes, hence identical in both logs
     assert [r.split(",")[2] for r in rows[0]] == [r.split(",")[2] for r in rows[1]]
+
+
+def test_jepa_eval_loads_the_trained_encoder_with_the_trainers_head_count(images: Path, tmp_path: Path) -> None:
+    """Width 64 alone would suggest 1 head; the checkpoint's config says 4, and features must
+    equal the trainer's own target encoder on the same pixels."""
+    from jepa_eval.checkpoints import load_backbone
+
+    cfg = config_from_dict(config(images, tmp_path, optimization={"epochs": 1}))
+    result = train(cfg, device="cpu", progress=False)
+    backbone = load_backbone(str(result.latest))
+    assert backbone.arch["num_heads"] == 4
+    state = torch.load(result.latest, weights_only=True)
+    reference = build_model(cfg).target_encoder
+    reference.load_state_dict({k.removeprefix("module."): v for k, v in state["target_encoder"].items()})
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ours = backbone.model.forward_features(x)
+        theirs = reference.eval()(x)
+    assert torch.allclose(ours, theirs, atol=1e-5)
