@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jepa_eval.results import DEFAULT_RESULTS_DIR, ResultRecord, write_record
+from jepa_eval.results import ResultRecord, write_record
 from jepa_eval.runner import ExtractOptions, ModelSpec
 
 console = Console(stderr=True)

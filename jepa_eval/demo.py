@@ -1,5 +1,6 @@
-"""The README's main command: train a small I-JEPA on the embedded digits set, then evaluate it
-and a randomly initialised encoder of the same shape with a suite, and write tables and plots.
+"""The README's main command: train a small I-JEPA on the embedded digits set, then evaluate it,
+a randomly initialised encoder of the same shape and raw pixels with a suite, and write tables
+and plots.
 
 Nothing is downloaded and no GPU is needed; on a 2-core CPU it takes a few minutes.
 """
@@ -25,7 +26,8 @@ DEMO_CONFIG = REPO_ROOT / "configs" / "digits_demo.yaml"
 
 def run_demo(out: Path, *, config_path: Path | None = None, suite_name: str, progress: bool = True,
              log: Callable[[str], Any] = print) -> list[Path]:
-    """Train, evaluate both encoders, monitor the run, write the report; returns the files written."""
+    """Train, evaluate the trained encoder, the same encoder freshly initialised and raw pixels,
+    monitor the run, write the report; returns the files written."""
     from ijepa.config import load_config
     from ijepa.train import train
 
@@ -45,7 +47,8 @@ def run_demo(out: Path, *, config_path: Path | None = None, suite_name: str, pro
 
     options = ExtractOptions(device="cpu", cache_dir=str(out / "cache"), progress=progress)
     models = [ModelSpec(ckpt=str(trained.latest), name="I-JEPA (digits)"),
-              ModelSpec(ckpt=f"random:{trained.latest}", name="random init")]
+              ModelSpec(ckpt=f"random:{trained.latest}", name="random init"),
+              ModelSpec(ckpt=f"pixels:{cfg.data.crop_size}", name="raw pixels")]
     outcome = run_suite(load_suite(suite_name), models, options, results_dir, force=True, log=log)
     for label, reason in outcome.failed:
         log(f"failed {label}: {reason}")

@@ -179,7 +179,6 @@ def split_features(backbone: Backbone, dataset: str, split: str, mode: str,
         raise JepaEvalError(f"dataset {dataset!r} has no split {split!r}",
                             expected=f"one of {', '.join(spec.splits)}")
     transform = transform or eval_transform(backbone.image_size, dataset)
-    device = resolve_device(options.device)
     data = build_dataset(dataset, split, data_root=options.data_root, image_size=backbone.image_size,
                          transform=transform, download=options.download)
     num_classes, root = len(data.classes), str(data.root)
@@ -199,18 +198,24 @@ def split_features(backbone: Backbone, dataset: str, split: str, mode: str,
         "transform": repr(transform),
         "image_size": backbone.image_size,
         "mode": mode,
-        "dtype": compute_dtype(device),
     }
+    features, hit = _cached_features(backbone, data, mode, parts, options, desc=f"{dataset}/{split}")
+    return SplitFeatures(features=features, dataset=dataset, split=split,
+                         num_classes=num_classes, cache_hit=hit, root=root)
+
+
+def _cached_features(backbone: Backbone, data: Any, mode: str, parts: dict[str, Any],
+                     options: ExtractOptions, desc: str) -> tuple[FeatureSet, bool]:
+    """Features of ``data`` from the cache under ``parts`` (+ the compute dtype), else extracted."""
+    device = resolve_device(options.device)
 
     def compute() -> FeatureSet:
         backbone.model.to(device)
         return extract_features(backbone.model, data, mode, batch_size=options.batch_size,
                                 num_workers=options.num_workers, device=device,
-                                progress=options.progress, desc=f"{dataset}/{split}")
+                                progress=options.progress, desc=desc)
 
-    features, hit = cached_extract(options.cache(), parts, compute)
-    return SplitFeatures(features=features, dataset=dataset, split=split,
-                         num_classes=num_classes, cache_hit=hit, root=root)
+    return cached_extract(options.cache(), {**parts, "dtype": compute_dtype(device)}, compute)
 
 
 def model_record(spec: ModelSpec, backbone: Backbone) -> dict[str, Any]:
@@ -277,14 +282,5 @@ def augmented_views(backbone: Backbone, dataset: str, split: str, mode: str, opt
         "views": {"images": count, "views": views, "seed": seed, "crop_scale": list(crop_scale)},
         "transform": repr(crop), "image_size": backbone.image_size, "mode": mode,
     }
-    device = resolve_device(options.device)
-    parts["dtype"] = compute_dtype(device)
-
-    def compute() -> FeatureSet:
-        backbone.model.to(device)
-        return extract_features(backbone.model, data, mode, batch_size=options.batch_size,
-                                num_workers=options.num_workers, device=device,
-                                progress=options.progress, desc=f"{dataset}/{split} views")
-
-    features, _ = cached_extract(options.cache(), parts, compute)
+    features, _ = _cached_features(backbone, data, mode, parts, options, desc=f"{dataset}/{split} views")
     return features.features.reshape(count, views, -1)

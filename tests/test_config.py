@@ -78,7 +78,7 @@ def test_small_configs_override_the_named_size() -> None:
     assert encoder_dims(tiny) == (128, 4, 4, 4.0) and predictor_dims(tiny) == (64, 3, 4)
     assert tiny.run.dataset == "cifar10" and tiny.data.crop_size // tiny.mask.patch_size == 8
     demo = load_config(CONFIGS / "digits_demo.yaml")
-    assert encoder_dims(demo)[:3] == (64, 2, 4) and demo.run.dataset == "digits"
+    assert encoder_dims(demo)[:3] == (64, 4, 4) and demo.run.dataset == "digits"
 
 
 def test_resolved_config_round_trips_through_yaml(tmp_path: Path) -> None:

@@ -18,7 +18,6 @@ import tarfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -44,15 +43,6 @@ from jepa_eval.runner import ExtractOptions, ModelSpec
 from jepa_eval.suite import load_suite, run_suite
 
 ITERS_PER_EPOCH, EPOCHS = 4, 3
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """One intra-op thread, as in the child processes, so losses match bit for bit."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

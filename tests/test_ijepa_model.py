@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -13,15 +11,6 @@ from ijepa.model import (IJEPA, MaskedEncoder, Predictor, gather_tokens, patchif
 from jepa_eval.vit import build_vit
 
 DIM, DEPTH, HEADS, PATCH, IMG = 32, 2, 4, 8, 32  # 4 x 4 grid, N = 16
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and threads contend on a busy CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def tiny(pixels: bool = False, loss: str = "smooth_l1") -> IJEPA:

@@ -26,16 +26,6 @@ def labels_with_sizes(*sizes: int) -> np.ndarray:
     return np.random.default_rng(0).permutation(labels)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These fits are tiny: intra-op threads only add synchronisation, which on a busy
-    2-core machine slows them several-fold. Restored after the module."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 8x8 digits (1797 x 64 pixels scaled to [0, 1], 10 classes): cheap real features."""

@@ -6,7 +6,6 @@ ImageFolder of random pictures made in a temporary folder.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 
 import contextlib
 import math
@@ -32,15 +31,6 @@ from ijepa.train import CollapseMonitor, build_model, param_groups, train
 from jepa_eval.errors import JepaEvalError
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads, and threads contend on a busy CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
