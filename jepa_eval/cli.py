@@ -201,7 +201,7 @@ def transfer(ckpt: Annotated[list[str], typer.Option("--ckpt", help="Checkpoint 
             config = (linear_config(None, "0,5e-4", "both", epochs, 0.1, False, seed) if proto == "linear"
                       else KNNConfig())
             watch = c.Stopwatch()
-            rows = transfer_records(spec, backbone, names, proto, [check_mode(backbone, m) for m in modes],
+            rows = transfer_records(spec, backbone, names, proto, list(dict.fromkeys(check_mode(backbone, m) for m in modes)),
                                     config, options, log=c.console.print)
             cells = []
             for record in rows:

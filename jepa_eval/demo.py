@@ -8,6 +8,7 @@ Nothing is downloaded and no GPU is needed; on a 2-core CPU it takes a few minut
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,8 +43,10 @@ def run_demo(out: Path, *, config_path: Path | None = None, suite_name: str, pro
     cfg = load_config(config_path or DEMO_CONFIG)
     cfg.logging.folder = str(run_dir)
     log(f"training I-JEPA ({cfg.meta.model_name}, {cfg.optimization.epochs} epochs) on {cfg.run.dataset} -> {run_dir}")
+    started = time.perf_counter()
     trained = train(cfg, device="cpu", progress=progress)
-    log(f"trained {trained.steps} steps; final loss {trained.losses[-1]:.4f}; checkpoint {trained.latest}")
+    log(f"trained {trained.steps} steps in {time.perf_counter() - started:.0f} s; "
+        f"final loss {trained.losses[-1]:.4f}; checkpoint {trained.latest}")
 
     options = ExtractOptions(device="cpu", cache_dir=str(out / "cache"), progress=progress)
     models = [ModelSpec(ckpt=str(trained.latest), name="I-JEPA (digits)"),

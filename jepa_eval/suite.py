@@ -205,7 +205,8 @@ def _headline(record: ResultRecord) -> str:
 def _run_entry(spec: ModelSpec, backbone: Any, entry: ProtocolEntry, options: ExtractOptions,
                log: Callable[[str], Any]) -> list[ResultRecord]:
     config = config_for(entry)
-    modes = [check_mode(backbone, m) for m in entry.modes] or [check_mode(backbone, None)]
+    # dict.fromkeys: modes that resolve to the same features (raw pixels) run once
+    modes = list(dict.fromkeys(check_mode(backbone, m) for m in entry.modes)) or [check_mode(backbone, None)]
     if entry.protocol == "transfer":
         from jepa_eval.transfer import transfer_records
 
