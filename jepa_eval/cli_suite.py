@@ -61,10 +61,14 @@ def suite(suite_file: Annotated[str, typer.Argument(help="Suite file, or the nam
         raise typer.Exit(1)
 
 
-def _report(results_dir: Path, out_dir: Path, *, suite_file: Path | None, with_published: bool) -> list[Path]:
+def _report(results_dir: Path, out_dir: Path, *, suite_file: Path | None, with_published: bool,
+            models: list[str] | None = None, datasets: list[str] | None = None) -> list[Path]:
     from jepa_eval.report import write_report
+    from jepa_eval.suite import load_suite
 
-    written = write_report(results_dir, out_dir, suite=suite_file, with_published=with_published)
+    suite_name = load_suite(suite_file).name if suite_file else None
+    written = write_report(results_dir, out_dir, suite=suite_name, with_published=with_published,
+                           models=models or None, datasets=datasets or None)
     for path in written:
         c.stdout.print(f"wrote {path}")
     return written
@@ -74,10 +78,12 @@ def _report(results_dir: Path, out_dir: Path, *, suite_file: Path | None, with_p
 def report(results_dir: Annotated[Path, typer.Argument(help="Folder of result JSON files.")] = DEFAULT_RESULTS_DIR,
            out: Annotated[Path | None, typer.Option("--out", help="Output folder (default: RESULTS_DIR/report).")] = None,
            suite_file: Annotated[str | None, typer.Option("--suite", help="Limit to the protocols of this suite.")] = None,
+           model: Annotated[list[str] | None, typer.Option("--model", help="Only these models (rows); repeat for several.")] = None,
+           dataset: Annotated[list[str] | None, typer.Option("--dataset", help="Only these datasets (columns); repeat for several.")] = None,
            published: Annotated[bool, typer.Option("--published", help="Add the published numbers as a reference block.")] = False) -> None:
     """Tidy CSV/Parquet of all results, paper tables (Markdown, LaTeX) and plots."""
-    _report(results_dir, out or results_dir / "report",
-            suite_file=_suite_path(suite_file) if suite_file else None, with_published=published)
+    _report(results_dir, out or results_dir / "report", suite_file=_suite_path(suite_file) if suite_file else None,
+            with_published=published, models=model, datasets=dataset)
 
 
 @app.command()

@@ -43,7 +43,7 @@ COORD_ORDER = ("k", "fraction", "shots", "subset", "lr", "wd", "batchnorm", "hea
 # Columns whose values make two rows of the same model different configurations.
 CONFIG_COLUMNS = ("sha256", "ckpt_key", "protocol_version", "train_split", "split", "mode",
                   "image_size", "params")
-NOT_HYPERPARAMETERS = ("seed", "suite")
+NOT_HYPERPARAMETERS = ("seed", "suite", "suite_entry")
 PERCENT_METRICS = frozenset({"top1", "top5", "val_top1", "knn_top1", "knn_top5"})
 LOWER_IS_BETTER = frozenset({"mean_cosine", "uniformity"})
 PROTOCOL_ORDER = ("knn", "linear", "lowshot", "rank", "monitor")

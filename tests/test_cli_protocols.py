@@ -147,3 +147,21 @@ def test_monitor_flags_nothing_on_a_healthy_short_run_and_plots_each_metric(work
     assert {"rankme", "feature_std", "knn_top1"} <= {m["name"] for m in record.metrics}
     assert "plot:" in result.output
     assert list((tmp_path / "r").glob("*.png"))
+
+
+def test_report_selects_models_and_a_suites_results(workspace, tmp_path):
+    data = f"imagefolder:{workspace['data']}"
+    suite_file = tmp_path / "mine.yaml"
+    suite_file.write_text(yaml.safe_dump({"suite": "mine", "protocols": [
+        {"protocol": "knn", "dataset": data, "params": {"ks": [5, 20]}}]}))
+    results = tmp_path / "r"
+    for name, path in (("tiny", str(workspace["ckpt"])), ("rand", f"random:{workspace['ckpt']}")):
+        assert runner.invoke(app, ["suite", str(suite_file), "--ckpt", f"{name}={path}", "--results-dir", str(results),
+                                   "--cache-dir", str(workspace["cache"]), "--quiet"]).exit_code == 0
+    _run(["knn", "--ckpt", "pixels:32", "--data", data, "--k", "5,20"], workspace, results)  # not in the suite
+    out = tmp_path / "report"
+    result = runner.invoke(app, ["report", str(results), "--out", str(out), "--suite", str(suite_file),
+                                 "--model", "tiny"])
+    assert result.exit_code == 0, result.output
+    table = (out / "tables" / "top1.md").read_text()
+    assert "tiny" in table and "rand" not in table and "pixels" not in table
