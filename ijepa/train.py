@@ -42,6 +42,7 @@ from ijepa.config import TrainConfig, encoder_dims, predictor_dims, save_config
 from ijepa.masks import MultiBlockMasker
 from ijepa.model import IJEPA, MaskedEncoder, Predictor
 from ijepa.schedules import Schedules
+from jepa_eval.distributed import init_distributed
 from jepa_eval.errors import JepaEvalError
 
 logger = logging.getLogger(__name__)
@@ -174,19 +175,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cpu" or not torch.cuda.is_available():
         return torch.device("cpu")
     return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def init_distributed(device: torch.device) -> tuple[int, int, bool]:
-    """(rank, world_size, started_here) from torchrun's environment; NCCL on GPU, gloo on CPU."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    if world == 1:
-        return 0, 1, False
-    started = not dist.is_initialized()
-    if started:
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size(), started
 
 
 def mean_over_ranks(value: torch.Tensor, world: int) -> float:

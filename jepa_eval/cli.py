@@ -264,6 +264,7 @@ def features(ckpt: c.CkptOpt, out: Annotated[Path, typer.Option("--out", help="O
     backbone, chosen = _load(spec, mode)
     split_name = split or get_spec(data).eval_split
     result = split_features(backbone, data, split_name, chosen, options)
+    jobs.leave_unless_rank0()
     where = "reused from the feature cache" if result.cache_hit else "extracted"
     c.console.print(f"features {data}/{split_name}: {where}")
     written = result.features.save(out)
@@ -304,3 +305,7 @@ def main() -> None:
     cleanly (exit 130/143) and say what was saved."""
     run_main(app, c.console, debug=lambda: _DEBUG["on"],
              saved="result files and cache entries already written are complete; nothing partial was kept")
+
+
+if __name__ == "__main__":
+    main()

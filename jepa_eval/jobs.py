@@ -13,6 +13,7 @@ import numpy as np
 
 from jepa_eval.checkpoints import Backbone
 from jepa_eval.datasets import get_spec
+from jepa_eval.distributed import rank
 from jepa_eval.errors import JepaEvalError
 from jepa_eval.protocols import PROTOCOL_VERSIONS
 from jepa_eval.results import Metric, ResultRecord
@@ -35,7 +36,11 @@ class RankConfig:
 
 def train_eval_features(backbone: Backbone, dataset: str, mode: str, options: ExtractOptions,
                         log: Any = None) -> tuple[SplitFeatures, SplitFeatures]:
-    """Features of the dataset's training and evaluation splits (cached)."""
+    """Features of the dataset's training and evaluation splits (cached).
+
+    Under ``torchrun`` the ranks share the extraction, then every rank but 0 exits: rank 0
+    runs the protocol and writes the result.
+    """
     spec = get_spec(dataset)
     pair = []
     for split in (spec.train_split, spec.eval_split):
@@ -45,7 +50,14 @@ def train_eval_features(backbone: Backbone, dataset: str, mode: str, options: Ex
             log(f"features {dataset}/{split} ({mode}): {result.size} x "
                 f"{result.features.features.shape[1]} ({where})")
         pair.append(result)
+    leave_unless_rank0()
     return pair[0], pair[1]
+
+
+def leave_unless_rank0() -> None:
+    """End a helper rank of a ``torchrun`` evaluation once the shared extraction is done."""
+    if rank() != 0:
+        raise SystemExit(0)
 
 
 def _record(protocol: str, spec: ModelSpec, backbone: Backbone, dataset: dict[str, Any], mode: str,

@@ -6,6 +6,7 @@ The CLI commands and the suite call these; protocols never see files or loaders.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import torch
 from jepa_eval.cache import FeatureCache, cached_extract, default_cache_root
 from jepa_eval.checkpoints import Backbone, load_backbone
 from jepa_eval.datasets import build_dataset, eval_transform, get_spec
+from jepa_eval.distributed import init_distributed
 from jepa_eval.errors import JepaEvalError
 from jepa_eval.features import FEATURE_MODES, FeatureSet, RawPixels, compute_dtype, extract_features
 
@@ -206,8 +208,14 @@ def split_features(backbone: Backbone, dataset: str, split: str, mode: str,
 
 def _cached_features(backbone: Backbone, data: Any, mode: str, parts: dict[str, Any],
                      options: ExtractOptions, desc: str) -> tuple[FeatureSet, bool]:
-    """Features of ``data`` from the cache under ``parts`` (+ the compute dtype), else extracted."""
+    """Features of ``data`` from the cache under ``parts`` (+ the compute dtype), else extracted.
+
+    Under ``torchrun`` every rank extracts a shard and rank 0 holds the gathered features.
+    """
     device = resolve_device(options.device)
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    init_distributed(device)
 
     def compute() -> FeatureSet:
         backbone.model.to(device)
