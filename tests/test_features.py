@@ -10,7 +10,7 @@ import torch.multiprocessing as mp
 from helpers_features import (IMAGE_SIZE, NumberedImages, PhotoFolder, distributed_worker, load_rank,
                               reference_rows, tiny_vit)
 from jepa_eval.errors import JepaEvalError
-from jepa_eval.features import (FEATURE_MODES, FeatureSet, compute_dtype, embed, export_paths,
+from jepa_eval.features import (FEATURE_MODES, FeatureSet, RawPixels, compute_dtype, embed, export_paths,
                                 extract_features, feature_dim)
 
 WIDTH = 32
@@ -81,11 +81,21 @@ def test_multi_block_modes_run_each_block_once(images):
     assert len(calls) == len(model.blocks)
 
 
-@pytest.mark.parametrize("mode", FEATURE_MODES)
+@pytest.mark.parametrize("mode", [m for m in FEATURE_MODES if m != "pixels"])
 def test_feature_dim_matches_the_embedded_width(images, mode):
     model = tiny_vit()
     with torch.no_grad():
         assert embed(model, images, mode).shape[1] == feature_dim(model, mode)
+
+
+def test_raw_pixels_are_the_flattened_input_and_only_in_pixels_mode(images):
+    pixels = RawPixels(images.shape[-1]).eval()
+    assert torch.equal(embed(pixels, images, "pixels"), images.flatten(1))
+    assert feature_dim(pixels, "pixels") == images[0].numel()
+    with pytest.raises(JepaEvalError, match="go together"):
+        embed(tiny_vit(), images, "pixels")
+    with pytest.raises(JepaEvalError, match="go together"):
+        embed(pixels, images, "avgpool")
 
 
 @pytest.mark.parametrize("mode", ["cls", "cls4", "cls+avgpool"])
