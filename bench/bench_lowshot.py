@@ -21,7 +21,7 @@ from sklearn.linear_model import LogisticRegression
 
 from bench_knn import clustered_features
 from benchlib import Row, bench_main, interleaved_medians, make_row
-from jepa_eval.protocols.lowshot import fit_logreg, topk_accuracy
+from jepa_eval.protocols.lowshot import LowShotConfig, fit_logreg, topk_accuracy
 
 SHOTS = 13
 MAX_ITER = 200
@@ -52,7 +52,7 @@ def bench_C(C: float, x: np.ndarray, y: np.ndarray, x_test: np.ndarray, y_test: 
     sk = out["sklearn"]
     sk_objective = objective(sk.coef_.T, sk.intercept_, x.astype(np.float64), y, C)
     why = ("accuracy differs by more than 0.5 points" if not close else
-           f"ours ran {out['ours'].iterations} objective evaluations (gradient tolerance 1e-9), "
+           f"ours ran {out['ours'].iterations} objective evaluations (gradient tolerance {LowShotConfig.tol:g}, as sklearn), "
            f"sklearn {int(sk.n_iter_[0])} iterations (tol 1e-4)")
     return make_row("lowshot", f"C={C:g}, {x.shape[0]}x{x.shape[1]}, {num_classes} classes",
                     "fit_logreg (torch L-BFGS)", "sklearn LogisticRegression", "s", seconds["ours"],

@@ -128,7 +128,7 @@ def test_logistic_regression_matches_scikit_learn(digits, C, width):
         x = projected(x, width, seed=0)
     train, test = np.arange(0, 1797, 3), np.setdiff1d(np.arange(1797), np.arange(0, 1797, 3))
     reference = LogisticRegression(C=C, tol=1e-10, max_iter=5000).fit(x[train], y[train])
-    ours = fit_logreg(torch.tensor(x[train]), torch.tensor(y[train]), C, 10, max_iter=500)
+    ours = fit_logreg(torch.tensor(x[train]), torch.tensor(y[train]), C, 10, max_iter=500, tol=1e-8)
 
     ref_accuracy = 100 * np.mean(reference.predict(x[test]) == y[test])
     assert topk_accuracy(ours, torch.tensor(x[test]), torch.tensor(y[test]), 1) == pytest.approx(
@@ -144,6 +144,16 @@ def test_logistic_regression_matches_scikit_learn(digits, C, width):
     bias = ours.bias.numpy() - ours.bias.numpy().mean()
     ref_bias = reference.intercept_ - reference.intercept_.mean()
     assert np.abs(bias - ref_bias).max() <= 0.02 * np.abs(ref_bias).max() + 1e-3
+
+
+@pytest.mark.parametrize("C", [1e-2, 1.0])
+def test_at_default_tolerances_accuracy_matches_scikit_learn_within_half_a_point(digits, C):
+    x, y = digits
+    train, test = np.arange(0, 1797, 3), np.setdiff1d(np.arange(1797), np.arange(0, 1797, 3))
+    reference = LogisticRegression(C=C).fit(x[train], y[train])
+    ours = fit_logreg(torch.tensor(x[train]), torch.tensor(y[train]), C, 10)
+    ref_accuracy = 100 * np.mean(reference.predict(x[test]) == y[test])
+    assert topk_accuracy(ours, torch.tensor(x[test]), torch.tensor(y[test]), 1) == pytest.approx(ref_accuracy, abs=0.5)
 
 
 def test_warm_start_reaches_the_same_solution(digits):

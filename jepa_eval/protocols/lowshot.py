@@ -44,7 +44,8 @@ class LowShotConfig:
     runs once, with seed 0). ``val_fraction`` of each class is held out to choose ``C``; a
     class keeps at least one training sample, and a class of one sample gives none. When
     no class can give one (1-shot), ``fallback_C`` (scikit-learn's default) is used.
-    ``max_iter`` bounds the L-BFGS iterations of each fit.
+    ``max_iter`` bounds the L-BFGS iterations of each fit; ``tol`` stops a fit when the largest
+    gradient entry of the mean objective falls below it (scikit-learn's lbfgs ``tol``, 1e-4).
     """
 
     fractions: tuple[float, ...] = ()
@@ -53,6 +54,7 @@ class LowShotConfig:
     Cs: tuple[float, ...] = DEFAULT_CS
     val_fraction: float = 0.2
     max_iter: int = 200
+    tol: float = 1e-4
     fallback_C: float = 1.0
 
     def __post_init__(self) -> None:
@@ -245,14 +247,14 @@ def validation_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
 
 
 def fit_logreg(features: torch.Tensor, labels: torch.Tensor, C: float, num_classes: int, *,
-               init: LogRegModel | None = None, max_iter: int = 200) -> LogRegModel:
+               init: LogRegModel | None = None, max_iter: int = 200, tol: float = 1e-4) -> LogRegModel:
     """Minimise ``sum_i CE(x_i W + b, y_i) + ||W||^2 / (2C)`` by full-batch L-BFGS.
 
     ``features [N, D]`` and ``labels [N]`` (int64) on one device, in the dtype to solve in.
     Internally the objective is divided by N (same minimiser, better-scaled gradients).
     ``init`` warm-starts from another solution (e.g. the previous C of a grid). Stops when
-    the largest gradient entry of the mean objective is below 1e-7 or after ``max_iter``
-    iterations.
+    the largest gradient entry of the mean objective is below ``tol`` (scikit-learn's lbfgs
+    rule and default) or after ``max_iter`` iterations.
     """
     n, dim = features.shape
     weight = torch.zeros(dim, num_classes, dtype=features.dtype, device=features.device)
@@ -262,7 +264,7 @@ def fit_logreg(features: torch.Tensor, labels: torch.Tensor, C: float, num_class
     weight.requires_grad_(True)
     bias.requires_grad_(True)
     penalty = 0.5 / (C * n)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=1e-7,
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=tol,
                                   tolerance_change=1e-10, history_size=LBFGS_HISTORY,
                                   line_search_fn="strong_wolfe")
     evaluations = 0
@@ -314,7 +316,7 @@ def select_C(features: torch.Tensor, labels: torch.Tensor, num_classes: int, con
     model = None
     for C in sorted(config.Cs):
         model = fit_logreg(features[train_t], labels[train_t], C, num_classes, init=model,
-                           max_iter=config.max_iter)
+                           max_iter=config.max_iter, tol=config.tol)
         scored.append((topk_accuracy(model, features[val_t], labels[val_t], 1), model))
     best = max(scored, key=lambda pair: pair[0])  # the first maximum: the smallest such C
     return best[1].C, best[1]
@@ -397,7 +399,7 @@ def lowshot_evaluate(train_features: np.ndarray, train_labels: np.ndarray, eval_
         x = torch.as_tensor(train_features[indices], dtype=dtype, device=target)
         y = torch.as_tensor(train_labels[indices], device=target)
         C, init = select_C(x, y, num_classes, config, seed)
-        model = fit_logreg(x, y, C, num_classes, init=init, max_iter=config.max_iter)
+        model = fit_logreg(x, y, C, num_classes, init=init, max_iter=config.max_iter, tol=config.tol)
         point = {**coords, "seed": seed, "C": C}
         metrics.append(Metric("top1", topk_accuracy(model, x_eval, y_eval, 1), point))
         if num_classes > 5:
