@@ -9,7 +9,7 @@ import typer
 
 from jepa_eval import cli_common as c
 from jepa_eval.errors import JepaEvalError, run_main
-from jepa_eval.results import DEFAULT_RESULTS_DIR
+from jepa_eval.cache import FeatureCache, default_cache_root
 from jepa_eval import jobs
 from jepa_eval.runner import check_mode, split_features
 from jepa_eval.transfer import REFERENCE_K
@@ -36,29 +36,25 @@ def _floats(text: str) -> list[float]:
 
 
 @app.command()
+@c.shared_options("model", "extract", "mode", "results", "json")
 def knn(ckpt: c.CkptOpt, data: c.DataOpt = "digits", k: Annotated[str, typer.Option("--k", help="Comma-separated k values, one search.")] = "10,20,100,200",
         temperature: Annotated[float, typer.Option("--temperature", help="Vote weight exp(sim/T).")] = 0.07,
-        name: c.NameOpt = None, ckpt_key: c.CkptKeyOpt = None, num_heads: c.HeadsOpt = None,
-        weights: c.WeightsOpt = None, image_size: c.ImageSizeOpt = None, trust_checkpoint: c.TrustOpt = False,
-        seed: c.SeedOpt = 0, data_root: c.DataRootOpt = None, download: c.DownloadOpt = False,
-        mode: c.ModeOpt = None, batch_size: c.BatchOpt = 64, workers: c.WorkersOpt = 0, device: c.DeviceOpt = "auto",
-        no_cache: c.NoCacheOpt = False, cache_dir: c.CacheDirOpt = None,
-        results_dir: c.ResultsOpt = DEFAULT_RESULTS_DIR, json_out: c.JsonOpt = False, quiet: c.QuietOpt = False) -> None:
+        *, shared: c.Shared) -> None:
     """Weighted k-NN (DINO's rule, FAISS exact search) on frozen features: top-1/top-5 for every k."""
     from jepa_eval.protocols.knn import KNNConfig
 
     watch = c.Stopwatch()
-    spec = c.model_spec(ckpt, name, ckpt_key, num_heads, weights, image_size, trust_checkpoint, seed)
-    options = c.extract_options(data_root, download, batch_size, workers, device, no_cache, cache_dir, quiet)
+    spec, options = shared.spec(ckpt), shared.options
     config = KNNConfig(ks=tuple(_ints(k)), temperature=temperature)
-    backbone, chosen = _load(spec, mode)
+    backbone, chosen = _load(spec, shared.mode)
     train, test = jobs.train_eval_features(backbone, data, chosen, options, log=c.console.print)
     record = jobs.run_knn(spec, backbone, train, test, chosen, config)
     record.wall_time_s = watch.seconds
-    c.finish(record, results_dir, json_out, f"k-NN on {data} ({chosen})")
+    c.finish(record, shared.results_dir, shared.json_out, f"k-NN on {data} ({chosen})")
 
 
 @app.command()
+@c.shared_options("model", "extract", "mode", "results", "json")
 def linear(ckpt: c.CkptOpt, data: c.DataOpt = "digits",
            lrs: Annotated[str | None, typer.Option("--lrs", help="Comma-separated base learning rates (default: the protocol's grid).")] = None,
            wds: Annotated[str, typer.Option("--wds", help="Comma-separated weight decays.")] = "0,5e-4",
@@ -66,22 +62,17 @@ def linear(ckpt: c.CkptOpt, data: c.DataOpt = "digits",
            epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs over the cached features.")] = None,
            val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of train held out to choose the head.")] = 0.1,
            select_on_eval: Annotated[bool, typer.Option("--select-on-eval", help="Choose the head on the evaluation split (DINOv2's behaviour; recorded).")] = False,
-           name: c.NameOpt = None, ckpt_key: c.CkptKeyOpt = None, num_heads: c.HeadsOpt = None,
-           weights: c.WeightsOpt = None, image_size: c.ImageSizeOpt = None, trust_checkpoint: c.TrustOpt = False,
-           seed: c.SeedOpt = 0, data_root: c.DataRootOpt = None, download: c.DownloadOpt = False,
-           mode: c.ModeOpt = None, batch_size: c.BatchOpt = 64, workers: c.WorkersOpt = 0, device: c.DeviceOpt = "auto",
-           no_cache: c.NoCacheOpt = False, cache_dir: c.CacheDirOpt = None,
-           results_dir: c.ResultsOpt = DEFAULT_RESULTS_DIR, json_out: c.JsonOpt = False, quiet: c.QuietOpt = False) -> None:
+           *, shared: c.Shared) -> None:
     """A grid of linear heads trained at once on cached features; the head is chosen on held-out train."""
     watch = c.Stopwatch()
-    spec = c.model_spec(ckpt, name, ckpt_key, num_heads, weights, image_size, trust_checkpoint, seed)
-    options = c.extract_options(data_root, download, batch_size, workers, device, no_cache, cache_dir, quiet)
-    config = linear_config(lrs, wds, batchnorm, epochs, val_fraction, select_on_eval, seed)
-    backbone, chosen = _load(spec, mode)
+    spec, options = shared.spec(ckpt), shared.options
+    config = linear_config(lrs, wds, batchnorm, epochs, val_fraction, select_on_eval, shared.seed)
+    backbone, chosen = _load(spec, shared.mode)
     train, test = jobs.train_eval_features(backbone, data, chosen, options, log=c.console.print)
-    record = jobs.run_linear(spec, backbone, train, test, chosen, config, device=device, progress=not quiet)
+    record = jobs.run_linear(spec, backbone, train, test, chosen, config, device=shared.device,
+                             progress=not shared.quiet)
     record.wall_time_s = watch.seconds
-    c.finish(record, results_dir, json_out,
+    c.finish(record, shared.results_dir, shared.json_out,
              f"linear probe on {data} ({chosen}), head chosen on {record.params['selected_on']}")
 
 
@@ -109,71 +100,59 @@ def _load(spec, mode: str | None):
 
 
 @app.command()
+@c.shared_options("model", "extract", "mode", "results", "json")
 def lowshot(ckpt: c.CkptOpt, data: c.DataOpt = "digits",
             fraction: Annotated[str | None, typer.Option("--fraction", help="Comma-separated label fractions per class, e.g. 0.01,0.1.")] = None,
             shots: Annotated[str | None, typer.Option("--shots", help="Comma-separated images per class, e.g. 1,2,5,10.")] = None,
             subset_file: Annotated[Path | None, typer.Option("--subset-file", help="A published subset file (one <wnid>_<id>.JPEG a line), e.g. ImageNet 1percent.txt.")] = None,
             seeds: Annotated[int, typer.Option("--seeds", help="Seeds per setting (sampling + validation split).")] = 5,
-            name: c.NameOpt = None, ckpt_key: c.CkptKeyOpt = None, num_heads: c.HeadsOpt = None,
-            weights: c.WeightsOpt = None, image_size: c.ImageSizeOpt = None, trust_checkpoint: c.TrustOpt = False,
-            seed: c.SeedOpt = 0, data_root: c.DataRootOpt = None, download: c.DownloadOpt = False,
-            mode: c.ModeOpt = None, batch_size: c.BatchOpt = 64, workers: c.WorkersOpt = 0, device: c.DeviceOpt = "auto",
-            no_cache: c.NoCacheOpt = False, cache_dir: c.CacheDirOpt = None,
-            results_dir: c.ResultsOpt = DEFAULT_RESULTS_DIR, json_out: c.JsonOpt = False, quiet: c.QuietOpt = False) -> None:
+            *, shared: c.Shared) -> None:
     """Low-shot logistic regression (L-BFGS, C chosen on held-out low-shot train) over seeds: mean ± std."""
     from jepa_eval.protocols.lowshot import LowShotConfig
 
     if not (fraction or shots or subset_file):
         fraction = "0.01"
     watch = c.Stopwatch()
-    spec = c.model_spec(ckpt, name, ckpt_key, num_heads, weights, image_size, trust_checkpoint, seed)
-    options = c.extract_options(data_root, download, batch_size, workers, device, no_cache, cache_dir, quiet)
+    spec, options = shared.spec(ckpt), shared.options
     config = LowShotConfig(fractions=tuple(_floats(fraction or "")), shots=tuple(_ints(shots or "")), seeds=seeds)
     subset = jobs.subset_from_file(data, str(subset_file), options) if subset_file else None
-    backbone, chosen = _load(spec, mode)
+    backbone, chosen = _load(spec, shared.mode)
     train, test = jobs.train_eval_features(backbone, data, chosen, options, log=c.console.print)
     record = jobs.run_lowshot(spec, backbone, train, test, chosen, config, subset_indices=subset,
-                              subset_file=str(subset_file) if subset_file else None, device=device,
-                              progress=not quiet)
+                              subset_file=str(subset_file) if subset_file else None, device=shared.device,
+                              progress=not shared.quiet)
     record.wall_time_s = watch.seconds
-    c.finish(record, results_dir, json_out, f"low-shot logistic regression on {data} ({chosen})")
+    c.finish(record, shared.results_dir, shared.json_out, f"low-shot logistic regression on {data} ({chosen})")
 
 
 @app.command()
+@c.shared_options("model", "extract", "mode", "results", "json")
 def rank(ckpt: c.CkptOpt, data: c.DataOpt = "digits",
          split: Annotated[str | None, typer.Option("--split", help="Split to measure (default: the training split).")] = None,
          samples: Annotated[int, typer.Option("--samples", help="Seeded rows used for the metrics.")] = 10_000,
          lidar: Annotated[bool, typer.Option("--lidar/--no-lidar", help="Also compute LiDAR (needs extra forward passes over augmented views).")] = True,
          lidar_images: Annotated[int, typer.Option("--lidar-images", help="LiDAR surrogate classes n.")] = 1000,
          lidar_views: Annotated[int, typer.Option("--lidar-views", help="LiDAR views per class q.")] = 10,
-         name: c.NameOpt = None, ckpt_key: c.CkptKeyOpt = None, num_heads: c.HeadsOpt = None,
-         weights: c.WeightsOpt = None, image_size: c.ImageSizeOpt = None, trust_checkpoint: c.TrustOpt = False,
-         seed: c.SeedOpt = 0, data_root: c.DataRootOpt = None, download: c.DownloadOpt = False,
-         mode: c.ModeOpt = None, batch_size: c.BatchOpt = 64, workers: c.WorkersOpt = 0, device: c.DeviceOpt = "auto",
-         no_cache: c.NoCacheOpt = False, cache_dir: c.CacheDirOpt = None,
-         results_dir: c.ResultsOpt = DEFAULT_RESULTS_DIR, json_out: c.JsonOpt = False, quiet: c.QuietOpt = False) -> None:
+         *, shared: c.Shared) -> None:
     """Label-free collapse diagnostics: RankMe, alpha-ReQ, LiDAR, feature std, mean cosine, uniformity."""
     watch = c.Stopwatch()
-    spec = c.model_spec(ckpt, name, ckpt_key, num_heads, weights, image_size, trust_checkpoint, seed)
-    options = c.extract_options(data_root, download, batch_size, workers, device, no_cache, cache_dir, quiet)
-    config = jobs.RankConfig(samples=samples, seed=seed, lidar_images=lidar_images, lidar_views=lidar_views, lidar=lidar)
-    backbone, chosen = _load(spec, mode)
+    spec, options = shared.spec(ckpt), shared.options
+    config = jobs.RankConfig(samples=samples, seed=shared.seed, lidar_images=lidar_images, lidar_views=lidar_views, lidar=lidar)
+    backbone, chosen = _load(spec, shared.mode)
     record = jobs.rank_record(spec, backbone, data, split, chosen, config, options, log=c.console.print)
     record.wall_time_s = watch.seconds
-    c.finish(record, results_dir, json_out, f"rank diagnostics on {data}/{record.dataset['split']} ({chosen})")
+    c.finish(record, shared.results_dir, shared.json_out, f"rank diagnostics on {data}/{record.dataset['split']} ({chosen})")
 
 
 @app.command()
+@c.shared_options("extract", "results", "json")
 def transfer(ckpt: Annotated[list[str], typer.Option("--ckpt", help="Checkpoint (repeat to compare models); NAME=PATH names it.")],
              datasets: Annotated[str, typer.Option("--datasets", help="Comma-separated dataset names.")] = "digits",
              protocol: Annotated[str, typer.Option("--protocol", help="linear, knn, or linear,knn.")] = "linear",
              features_modes: Annotated[str, typer.Option("--features", help="Feature modes to sweep; the best one is reported per dataset.")] = "avgpool,avgpool4",
              epochs: Annotated[int | None, typer.Option("--epochs", help="Linear-probe epochs.")] = None,
              ckpt_key: c.CkptKeyOpt = None, num_heads: c.HeadsOpt = None, image_size: c.ImageSizeOpt = None,
-             trust_checkpoint: c.TrustOpt = False, seed: c.SeedOpt = 0, data_root: c.DataRootOpt = None,
-             download: c.DownloadOpt = False, batch_size: c.BatchOpt = 64, workers: c.WorkersOpt = 0,
-             device: c.DeviceOpt = "auto", no_cache: c.NoCacheOpt = False, cache_dir: c.CacheDirOpt = None,
-             results_dir: c.ResultsOpt = DEFAULT_RESULTS_DIR, json_out: c.JsonOpt = False, quiet: c.QuietOpt = False) -> None:
+             trust_checkpoint: c.TrustOpt = False, *, shared: c.Shared) -> None:
     """Run a protocol over several datasets (one extraction each) and compare models side by side."""
     from rich.table import Table
 
@@ -181,7 +160,7 @@ def transfer(ckpt: Annotated[list[str], typer.Option("--ckpt", help="Checkpoint 
     from jepa_eval.results import write_record
     from jepa_eval.transfer import transfer_records
 
-    options = c.extract_options(data_root, download, batch_size, workers, device, no_cache, cache_dir, quiet)
+    options = shared.options
     names = [d.strip() for d in datasets.split(",") if d.strip()]
     modes = [m.strip() for m in features_modes.split(",") if m.strip()]
     table = Table(title="transfer: top-1 % (winning feature mode)", title_justify="left")
@@ -191,14 +170,14 @@ def transfer(ckpt: Annotated[list[str], typer.Option("--ckpt", help="Checkpoint 
         table.add_column(dataset, justify="right")
     records = []
     for entry in ckpt:
-        spec = cli_suite.parse_models([entry], ckpt_key, trust_checkpoint, seed)[0]
+        spec = cli_suite.parse_models([entry], ckpt_key, trust_checkpoint, shared.seed)[0]
         spec.num_heads, spec.image_size = num_heads, image_size
         backbone = spec.load()
         c.console.print(f"model: {backbone.describe()}")
         for proto in [p.strip() for p in protocol.split(",") if p.strip()]:
             if proto not in ("linear", "knn"):
                 raise JepaEvalError(f"unknown transfer protocol {proto!r}", expected="linear or knn")
-            config = (linear_config(None, "0,5e-4", "both", epochs, 0.1, False, seed) if proto == "linear"
+            config = (linear_config(None, "0,5e-4", "both", epochs, 0.1, False, shared.seed) if proto == "linear"
                       else KNNConfig())
             watch = c.Stopwatch()
             rows = transfer_records(spec, backbone, names, proto, list(dict.fromkeys(check_mode(backbone, m) for m in modes)),
@@ -206,19 +185,20 @@ def transfer(ckpt: Annotated[list[str], typer.Option("--ckpt", help="Checkpoint 
             cells = []
             for record in rows:
                 record.wall_time_s = watch.seconds
-                path_written = write_record(record, results_dir)
+                path_written = write_record(record, shared.results_dir)
                 records.append(record)
                 top1 = next(m["value"] for m in record.metrics if m["name"] == "top1" and m.get("k", REFERENCE_K) == REFERENCE_K)
                 cells.append(f"{top1:.2f} ({record.summary['mode']})")
                 c.console.print(f"result file: {path_written}")
             table.add_row(spec.display_name(), proto, *cells)
-    if json_out:
+    if shared.json_out:
         c.stdout.print_json(data=[r.to_json() for r in records])
     else:
         c.stdout.print(table)
 
 
 @app.command()
+@c.shared_options("extract", "mode", "results", "json")
 def monitor(run_dir: Annotated[Path, typer.Argument(help="Training folder with *-ep{N}.pth.tar / *-latest.pth.tar files.")],
             data: c.DataOpt = "digits",
             samples: Annotated[int, typer.Option("--samples", help="Seeded training rows for the rank metrics.")] = 2000,
@@ -226,22 +206,19 @@ def monitor(run_dir: Annotated[Path, typer.Argument(help="Training folder with *
             lidar: Annotated[bool, typer.Option("--lidar/--no-lidar", help="Also LiDAR (extra forward passes).")] = False,
             rankme_fraction: Annotated[float, typer.Option("--rankme-fraction", help="Collapse when RankMe falls below this share of its peak.")] = 0.2,
             ckpt_key: Annotated[str, typer.Option("--ckpt-key", help="Encoder to measure.")] = "target_encoder",
-            seed: c.SeedOpt = 0, data_root: c.DataRootOpt = None, download: c.DownloadOpt = False,
-            mode: c.ModeOpt = None, batch_size: c.BatchOpt = 64, workers: c.WorkersOpt = 0, device: c.DeviceOpt = "auto",
-            no_cache: c.NoCacheOpt = False, cache_dir: c.CacheDirOpt = None,
-            results_dir: c.ResultsOpt = DEFAULT_RESULTS_DIR, json_out: c.JsonOpt = False, quiet: c.QuietOpt = False) -> None:
+            *, shared: c.Shared) -> None:
     """Rank metrics (and k-NN) of every checkpoint of a training run, with the epoch where collapse began."""
     from jepa_eval.monitor import MonitorConfig, monitor_run
     from jepa_eval.plots import plot_monitor
     from jepa_eval.report import collapse_epochs, tidy_frame
 
     watch = c.Stopwatch()
-    options = c.extract_options(data_root, download, batch_size, workers, device, no_cache, cache_dir, quiet)
-    config = MonitorConfig(samples=samples, seed=seed, ckpt_key=ckpt_key, knn=knn_check, lidar=lidar,
+    options = shared.options
+    config = MonitorConfig(samples=samples, seed=shared.seed, ckpt_key=ckpt_key, knn=knn_check, lidar=lidar,
                            rankme_fraction=rankme_fraction)
-    record = monitor_run(run_dir, data, config, options, mode=mode, log=c.console.print)
+    record = monitor_run(run_dir, data, config, options, mode=shared.mode, log=c.console.print)
     record.wall_time_s = watch.seconds
-    path = c.finish(record, results_dir, json_out, f"monitor of {run_dir} on {data}")
+    path = c.finish(record, shared.results_dir, shared.json_out, f"monitor of {run_dir} on {data}")
     collapse = record.summary["collapse_epoch"]
     c.console.print("no collapse flagged" if collapse is None else f"[bold red]collapse flagged from epoch {collapse}[/]")
     for plot in plot_monitor(tidy_frame([record]), path.with_suffix(""), collapse=collapse_epochs([record])):
@@ -249,19 +226,15 @@ def monitor(run_dir: Annotated[Path, typer.Argument(help="Training folder with *
 
 
 @app.command()
+@c.shared_options("model", "extract", "mode")
 def features(ckpt: c.CkptOpt, out: Annotated[Path, typer.Option("--out", help="Output FILE.npy (labels go to FILE.labels.npy).")],
              data: c.DataOpt = "digits", split: Annotated[str | None, typer.Option("--split", help="Split (default: the evaluation split).")] = None,
-             name: c.NameOpt = None, ckpt_key: c.CkptKeyOpt = None, num_heads: c.HeadsOpt = None,
-             weights: c.WeightsOpt = None, image_size: c.ImageSizeOpt = None, trust_checkpoint: c.TrustOpt = False,
-             seed: c.SeedOpt = 0, data_root: c.DataRootOpt = None, download: c.DownloadOpt = False,
-             mode: c.ModeOpt = None, batch_size: c.BatchOpt = 64, workers: c.WorkersOpt = 0, device: c.DeviceOpt = "auto",
-             no_cache: c.NoCacheOpt = False, cache_dir: c.CacheDirOpt = None, quiet: c.QuietOpt = False) -> None:
+             *, shared: c.Shared) -> None:
     """Export features (rows in the dataset's order) and labels as .npy files for other tools."""
     from jepa_eval.datasets import get_spec
 
-    spec = c.model_spec(ckpt, name, ckpt_key, num_heads, weights, image_size, trust_checkpoint, seed)
-    options = c.extract_options(data_root, download, batch_size, workers, device, no_cache, cache_dir, quiet)
-    backbone, chosen = _load(spec, mode)
+    spec, options = shared.spec(ckpt), shared.options
+    backbone, chosen = _load(spec, shared.mode)
     split_name = split or get_spec(data).eval_split
     result = split_features(backbone, data, split_name, chosen, options)
     jobs.leave_unless_rank0()
@@ -276,7 +249,7 @@ def cache_list(cache_dir: c.CacheDirOpt = None) -> None:
     """Show every cache entry: what it holds and its size."""
     from rich.table import Table
 
-    cache = c.extract_options(None, False, 1, 0, "cpu", False, cache_dir, True).cache()
+    cache = FeatureCache(Path(cache_dir) if cache_dir else default_cache_root())
     table = Table(title=f"feature cache {cache.root}", title_justify="left")
     for column in ("key", "dataset", "split", "mode", "rows", "dim", "MB", "created"):
         table.add_column(column)
@@ -292,7 +265,7 @@ def cache_list(cache_dir: c.CacheDirOpt = None) -> None:
 def cache_clear(cache_dir: c.CacheDirOpt = None,
                 dataset: Annotated[str | None, typer.Option("--dataset", help="Only entries of this dataset.")] = None) -> None:
     """Delete cache entries (all, or those of one dataset)."""
-    cache = c.extract_options(None, False, 1, 0, "cpu", False, cache_dir, True).cache()
+    cache = FeatureCache(Path(cache_dir) if cache_dir else default_cache_root())
     removed = cache.clear({"dataset": dataset} if dataset else None)
     c.stdout.print(f"removed {removed} cache entries from {cache.root}")
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jepa_eval.results import ResultRecord, write_record
+from jepa_eval.results import DEFAULT_RESULTS_DIR, ResultRecord, write_record
 from jepa_eval.runner import ExtractOptions, ModelSpec
 
 console = Console(stderr=True)
@@ -37,19 +41,6 @@ CacheDirOpt = Annotated[str | None, typer.Option("--cache-dir", help="Feature ca
 ResultsOpt = Annotated[Path, typer.Option("--results-dir", help="Where the result JSON file is written.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result record as JSON on stdout instead of a table.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
-
-
-def model_spec(ckpt: str, name: str | None, ckpt_key: str | None, num_heads: int | None,
-               weights: str | None, image_size: int | None, trust: bool, seed: int) -> ModelSpec:
-    return ModelSpec(ckpt=ckpt, name=name, ckpt_key=ckpt_key, num_heads=num_heads, weights=weights,
-                     image_size=image_size, trust_checkpoint=trust, seed=seed)
-
-
-def extract_options(data_root: str | None, download: bool, batch_size: int, workers: int,
-                    device: str, no_cache: bool, cache_dir: str | None, quiet: bool) -> ExtractOptions:
-    return ExtractOptions(data_root=data_root, download=download, batch_size=batch_size,
-                          num_workers=workers, device=device, cache_dir=cache_dir,
-                          use_cache=not no_cache, progress=not quiet)
 
 
 class Stopwatch:
@@ -98,3 +89,67 @@ def finish(record: ResultRecord, results_dir: Path, as_json: bool, title: str) -
         stdout.print(f"result file: {path}")
     return path
 
+
+
+# Option groups shared by commands: (parameter name, annotated type, default).
+OPTION_GROUPS: dict[str, list[tuple[str, Any, Any]]] = {
+    "model": [("name", NameOpt, None), ("ckpt_key", CkptKeyOpt, None), ("num_heads", HeadsOpt, None),
+              ("weights", WeightsOpt, None), ("image_size", ImageSizeOpt, None),
+              ("trust_checkpoint", TrustOpt, False)],
+    "extract": [("seed", SeedOpt, 0), ("data_root", DataRootOpt, None), ("download", DownloadOpt, False),
+                ("batch_size", BatchOpt, 64), ("workers", WorkersOpt, 0),
+                ("device", DeviceOpt, "auto"), ("no_cache", NoCacheOpt, False), ("cache_dir", CacheDirOpt, None),
+                ("quiet", QuietOpt, False)],
+    "mode": [("mode", ModeOpt, None)],
+    "results": [("results_dir", ResultsOpt, DEFAULT_RESULTS_DIR)],
+    "json": [("json_out", JsonOpt, False)],
+}
+
+
+@dataclass
+class Shared:
+    """The values of a command's shared options, with the objects built from them."""
+
+    values: dict[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError as exc:
+            raise AttributeError(name) from exc
+
+    def spec(self, ckpt: str) -> ModelSpec:
+        v = self.values
+        return ModelSpec(ckpt=ckpt, name=v.get("name"), ckpt_key=v.get("ckpt_key"), num_heads=v.get("num_heads"),
+                         weights=v.get("weights"), image_size=v.get("image_size"),
+                         trust_checkpoint=v.get("trust_checkpoint", False), seed=v.get("seed", 0))
+
+    @property
+    def options(self) -> ExtractOptions:
+        v = self.values
+        return ExtractOptions(data_root=v["data_root"], download=v["download"], batch_size=v["batch_size"],
+                              num_workers=v["workers"], device=v["device"], cache_dir=v["cache_dir"],
+                              use_cache=not v["no_cache"], progress=not v["quiet"])
+
+
+def shared_options(*groups: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Add the options of ``groups`` to a command; it receives them as ``shared: Shared``.
+
+    One definition of each option for every command, instead of a copy per command.
+    """
+    params = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+              for group in groups for name, annotation, default in OPTION_GROUPS[group]]
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        signature = inspect.signature(command, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "shared"]
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            values = {p.name: kwargs.pop(p.name) for p in params}
+            return command(**kwargs, shared=Shared(values))
+
+        wrapper.__signature__ = signature.replace(parameters=own + params)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate

@@ -35,23 +35,22 @@ def parse_models(entries: list[str], ckpt_key: str | None, trust: bool, seed: in
 
 
 @app.command()
+@c.shared_options("extract", "results")
 def suite(suite_file: Annotated[str, typer.Argument(help="Suite file, or the name of a shipped one (cpu-quick, ijepa-paper).")],
           ckpt: Annotated[list[str], typer.Option("--ckpt", help="NAME=PATH of a model (repeat for several).")],
           force: Annotated[bool, typer.Option("--force", help="Rerun entries that already have a result.")] = False,
           report_dir: Annotated[Path | None, typer.Option("--report", help="Also write tables and plots here.")] = None,
-          ckpt_key: c.CkptKeyOpt = None, trust_checkpoint: c.TrustOpt = False, seed: c.SeedOpt = 0,
-          data_root: c.DataRootOpt = None, download: c.DownloadOpt = False, batch_size: c.BatchOpt = 64,
-          workers: c.WorkersOpt = 0, device: c.DeviceOpt = "auto", no_cache: c.NoCacheOpt = False,
-          cache_dir: c.CacheDirOpt = None, results_dir: c.ResultsOpt = DEFAULT_RESULTS_DIR,
-          quiet: c.QuietOpt = False, debug: Annotated[bool, typer.Option("--debug", help="Stop at the first failure with a traceback.")] = False) -> None:
+          ckpt_key: c.CkptKeyOpt = None, trust_checkpoint: c.TrustOpt = False,
+          debug: Annotated[bool, typer.Option("--debug", help="Stop at the first failure with a traceback.")] = False,
+          *, shared: c.Shared) -> None:
     """Run every protocol of a suite for every model; skip what already has a result."""
     from jepa_eval.suite import load_suite, run_suite
 
     loaded = load_suite(_suite_path(suite_file))
-    models = parse_models(ckpt, ckpt_key, trust_checkpoint, seed)
-    options = c.extract_options(data_root, download, batch_size, workers, device, no_cache, cache_dir, quiet)
+    models = parse_models(ckpt, ckpt_key, trust_checkpoint, shared.seed)
+    results_dir = shared.results_dir
     c.console.print(f"suite {loaded.name}: {len(loaded.entries)} protocols x {len(models)} models -> {results_dir}")
-    outcome = run_suite(loaded, models, options, results_dir, force=force, debug=debug, log=c.console.print)
+    outcome = run_suite(loaded, models, shared.options, results_dir, force=force, debug=debug, log=c.console.print)
     c.stdout.print(f"{len(outcome.written)} results written, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed")
     if report_dir is not None:
         _report(results_dir, report_dir, suite_file=loaded.path, with_published=False)
