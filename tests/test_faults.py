@@ -239,9 +239,10 @@ def test_a_damaged_cache_entry_is_a_miss_and_is_recomputed(
 
 @pytest.mark.slow
 def test_extraction_killed_with_sigkill_leaves_only_complete_cache_entries(model: Path, tmp_path: Path) -> None:
-    child = Child("jepa-eval", knn_args(model, "digits", tmp_path, "--batch-size", "8"), tmp_path / "logs")
-    assert wait_until(lambda: child.stderr_has("features digits/train"), timeout=240, child=child)
-    time.sleep(0.5)
+    with_progress = [a for a in knn_args(model, "digits", tmp_path, "--batch-size", "8") if a != "--quiet"]
+    child = Child("jepa-eval", with_progress, tmp_path / "logs")
+    # the progress bar of the evaluation split: the kill lands inside its extraction
+    assert wait_until(lambda: child.stderr_has("digits/test:"), timeout=240, child=child)
     child.process.send_signal(signal.SIGKILL)
     assert child.wait().code == -signal.SIGKILL
     assert result_files(tmp_path / "results") == []
