@@ -212,7 +212,6 @@ class RunConfig:
         checkpoint_freq: epochs between ``-ep{N}`` checkpoint files (official 50), >= 1.
         monitor_every: steps between RankMe measurements on held-out images (0 = off).
         monitor_samples: held-out images used by the monitor, >= 1.
-        monitor_knn: the monitor also reports k-NN accuracy (needs labels).
         loss: ``smooth_l1`` (official code) or ``l2`` (the paper's formula).
         target: ``latent`` (target-encoder features) or ``pixels`` (per-patch normalised
             pixels of the target blocks: the paper's ablation).
@@ -232,7 +231,6 @@ class RunConfig:
     checkpoint_freq: int = _num(50, lo=1)
     monitor_every: int = _num(0, lo=0)
     monitor_samples: int = _num(512, lo=1)
-    monitor_knn: bool = False
     loss: Literal["smooth_l1", "l2"] = "smooth_l1"
     target: Literal["latent", "pixels"] = "latent"
     compile: bool = False
