@@ -49,7 +49,7 @@ BN_EPS = 1e-6
 class LinearConfig:
     """Linear-probe hyper-parameters; the grid is every (lr, wd, batchnorm) combination."""
 
-    learning_rates: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1)
+    learning_rates: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
     weight_decays: tuple[float, ...] = (0.0, 5e-4)
     batchnorm: tuple[bool, ...] = (False, True)
     epochs: int = 50
