@@ -226,7 +226,7 @@ def test_bad_inputs_are_errors(digits):
     x, y = digits
     with pytest.raises(JepaEvalError, match="no low-shot setting"):
         lowshot_evaluate(x, y, x, y, LowShotConfig(), progress=False)
-    with pytest.raises(JepaEvalError, match="differ in width"):
+    with pytest.raises(JepaEvalError, match="different widths"):
         lowshot_evaluate(x, y, x[:, :10], y, LowShotConfig(shots=(1,)), progress=False)
     with pytest.raises(JepaEvalError, match="subset indices"):
         lowshot_evaluate(x, y, x, y, LowShotConfig(), subset_indices=np.array([5000]), progress=False)

@@ -96,3 +96,18 @@ def check_num_classes(num_classes: int | None, *labels: np.ndarray) -> int:
                             expected=f"labels below num_classes = {num_classes}",
                             found=f"label {largest}")
     return int(num_classes)
+
+
+def check_split_pair(train_features: Any, train_labels: Any, eval_features: Any, eval_labels: Any = None,
+                     eval_name: str = "eval") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """Checked (train features [N, D], train labels [N], eval features [M, D], eval labels [M] or
+    None): finite float32 features of one width, int64 labels that match them."""
+    x_train = check_features("train", train_features)
+    x_eval = check_features(eval_name, eval_features)
+    if x_train.shape[1] != x_eval.shape[1]:
+        raise JepaEvalError(f"train and {eval_name} features have different widths",
+                            expected=f"{x_train.shape[1]} dimensions, as the train features",
+                            found=f"{x_eval.shape[1]} dimensions")
+    y_train = check_labels("train", train_labels, x_train.shape[0])
+    y_eval = None if eval_labels is None else check_labels(eval_name, eval_labels, x_eval.shape[0])
+    return x_train, y_train, x_eval, y_eval

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from jepa_eval.errors import JepaEvalError
-from jepa_eval.protocols import check_features, check_labels, check_num_classes
+from jepa_eval.protocols import check_labels, check_num_classes, check_split_pair
 from jepa_eval.results import Metric
 
 TOP_CLASSES = 5  # ranked classes kept per query, for top-5 accuracy
@@ -128,17 +128,6 @@ def _check_config(config: KNNConfig) -> None:
                             found=str(config.batch_size))
 
 
-def _checked_inputs(train_features: Any, train_labels: Any, test_features: Any,
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    train = check_features("train", train_features)
-    test = check_features("test", test_features)
-    if train.shape[1] != test.shape[1]:
-        raise JepaEvalError("train and test features have different widths",
-                            expected=f"{train.shape[1]} dimensions, as the train features",
-                            found=f"{test.shape[1]} dimensions")
-    return train, check_labels("train", train_labels, train.shape[0]), test
-
-
 def _predict(train: np.ndarray, labels: np.ndarray, test: np.ndarray, config: KNNConfig,
              num_classes: int, device: str | torch.device | None) -> dict[int, np.ndarray]:
     _check_config(config)
@@ -162,7 +151,7 @@ def knn_predict(train_features: Any, train_labels: Any, test_features: Any,
     Shapes: train_features [N, D], train_labels [N], test_features [M, D] (numpy or torch).
     Returns {k: int64 [M, min(5, C)]}, best class first. ``device`` is used by the torch backend.
     """
-    train, labels, test = _checked_inputs(train_features, train_labels, test_features)
+    train, labels, test, _ = check_split_pair(train_features, train_labels, test_features, eval_name="test")
     return _predict(train, labels, test, config, check_num_classes(num_classes, labels), device)
 
 
@@ -187,7 +176,7 @@ def knn_evaluate(train_features: Any, train_labels: Any, test_features: Any, tes
 
     With fewer than 5 classes, 'top5' counts a hit among all classes (so it is 100).
     """
-    train, y_train, test = _checked_inputs(train_features, train_labels, test_features)
+    train, y_train, test, _ = check_split_pair(train_features, train_labels, test_features, eval_name="test")
     y_test = check_labels("test", test_labels, test.shape[0])
     classes = check_num_classes(num_classes, y_train, y_test)
     rows: list[Metric] = []

@@ -37,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from jepa_eval.errors import JepaEvalError
-from jepa_eval.protocols import check_features, check_labels, check_num_classes
+from jepa_eval.protocols import check_num_classes, check_split_pair
 from jepa_eval.results import Metric
 
 SELECT_ON = ("val", "eval")
@@ -218,14 +218,7 @@ def linear_probe(train_features: Any, train_labels: Any, eval_features: Any, eva
                  device: str | torch.device | None = None, progress: bool = True) -> LinearResult:
     """Train the grid on train features [N, D], choose a head, report it on eval features [M, D]."""
     _check_config(config)
-    x_train = check_features("train", train_features)
-    x_eval = check_features("eval", eval_features)
-    if x_train.shape[1] != x_eval.shape[1]:
-        raise JepaEvalError("train and eval features have different widths",
-                            expected=f"{x_train.shape[1]} dimensions, as the train features",
-                            found=f"{x_eval.shape[1]} dimensions")
-    y_train = check_labels("train", train_labels, x_train.shape[0])
-    y_eval = check_labels("eval", eval_labels, x_eval.shape[0])
+    x_train, y_train, x_eval, y_eval = check_split_pair(train_features, train_labels, eval_features, eval_labels)
     classes = check_num_classes(num_classes, y_train, y_eval)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"

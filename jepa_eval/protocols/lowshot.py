@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from jepa_eval.errors import JepaEvalError
-from jepa_eval.protocols import check_features, check_labels, check_num_classes
+from jepa_eval.protocols import check_num_classes, check_split_pair
 from jepa_eval.results import Metric
 
 #: Every other value of DINOv2's grid 10^linspace(-6, 5, 45): half-decade steps, half the cost.
@@ -326,13 +326,6 @@ def select_C(features: torch.Tensor, labels: torch.Tensor, num_classes: int, con
 # Protocol
 
 
-def _check_widths(train_features: np.ndarray, eval_features: np.ndarray) -> None:
-    if train_features.shape[1] != eval_features.shape[1]:
-        raise JepaEvalError("training and evaluation features differ in width",
-                            expected="the same feature dimension D",
-                            found=f"{train_features.shape[1]} and {eval_features.shape[1]}")
-
-
 def _settings(config: LowShotConfig, train_labels: np.ndarray,
               subset_indices: np.ndarray | None) -> list[tuple[dict[str, object], int, np.ndarray]]:
     """``(coords, seed, indices)`` for every low-shot sample to evaluate."""
@@ -382,11 +375,8 @@ def lowshot_evaluate(train_features: np.ndarray, train_labels: np.ndarray, eval_
     top-5 is reported only when there are more than 5 classes. Metric coordinates:
     ``fraction`` | ``shots`` | ``subset``, ``seed`` and the chosen ``C``.
     """
-    train_features = check_features("train", train_features)
-    eval_features = check_features("eval", eval_features)
-    _check_widths(train_features, eval_features)
-    train_labels = check_labels("train", train_labels, train_features.shape[0])
-    eval_labels = check_labels("eval", eval_labels, eval_features.shape[0])
+    train_features, train_labels, eval_features, eval_labels = check_split_pair(
+        train_features, train_labels, eval_features, eval_labels)
     num_classes = check_num_classes(num_classes, train_labels, eval_labels)
     jobs = _settings(config, train_labels, subset_indices)
     target = torch.device(device) if device is not None else torch.device(
