@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 
 from jepa_eval import cli_common as c
 from jepa_eval.errors import JepaEvalError, run_main
+from jepa_eval.results import ResultRecord
 from jepa_eval.cache import FeatureCache, default_cache_root
 from jepa_eval import jobs
 from jepa_eval.runner import check_mode, split_features
@@ -43,14 +45,9 @@ def knn(ckpt: c.CkptOpt, data: c.DataOpt = "digits", k: Annotated[str, typer.Opt
     """Weighted k-NN (DINO's rule, FAISS exact search) on frozen features: top-1/top-5 for every k."""
     from jepa_eval.protocols.knn import KNNConfig
 
-    watch = c.Stopwatch()
-    spec, options = shared.spec(ckpt), shared.options
     config = KNNConfig(ks=tuple(_ints(k)), temperature=temperature)
-    backbone, chosen = _load(spec, shared.mode)
-    train, test = jobs.train_eval_features(backbone, data, chosen, options, log=c.console.print)
-    record = jobs.run_knn(spec, backbone, train, test, chosen, config)
-    record.wall_time_s = watch.seconds
-    c.finish(record, shared.results_dir, shared.json_out, f"k-NN on {data} ({chosen})")
+    _evaluate(ckpt, data, shared, lambda *run: jobs.run_knn(*run, config),
+              lambda record, mode: f"k-NN on {data} ({mode})")
 
 
 @app.command()
@@ -64,16 +61,10 @@ def linear(ckpt: c.CkptOpt, data: c.DataOpt = "digits",
            select_on_eval: Annotated[bool, typer.Option("--select-on-eval", help="Choose the head on the evaluation split (DINOv2's behaviour; recorded).")] = False,
            *, shared: c.Shared) -> None:
     """A grid of linear heads trained at once on cached features; the head is chosen on held-out train."""
-    watch = c.Stopwatch()
-    spec, options = shared.spec(ckpt), shared.options
     config = linear_config(lrs, wds, batchnorm, epochs, val_fraction, select_on_eval, shared.seed)
-    backbone, chosen = _load(spec, shared.mode)
-    train, test = jobs.train_eval_features(backbone, data, chosen, options, log=c.console.print)
-    record = jobs.run_linear(spec, backbone, train, test, chosen, config, device=shared.device,
-                             progress=not shared.quiet)
-    record.wall_time_s = watch.seconds
-    c.finish(record, shared.results_dir, shared.json_out,
-             f"linear probe on {data} ({chosen}), head chosen on {record.params['selected_on']}")
+    _evaluate(ckpt, data, shared,
+              lambda *run: jobs.run_linear(*run, config, device=shared.device, progress=not shared.quiet),
+              lambda record, mode: f"linear probe on {data} ({mode}), head chosen on {record.params['selected_on']}")
 
 
 def linear_config(lrs: str | None, wds: str, batchnorm: str, epochs: int | None,
@@ -91,6 +82,19 @@ def linear_config(lrs: str | None, wds: str, batchnorm: str, epochs: int | None,
     if epochs is not None:
         kwargs["epochs"] = epochs
     return LinearConfig(**kwargs)
+
+
+def _evaluate(ckpt: str, data: str, shared: c.Shared, run: Callable[..., ResultRecord],
+              title: Callable[[ResultRecord, str], str]) -> None:
+    """Load, extract the train and evaluation splits, ``run(spec, backbone, train, test, mode)``,
+    then write and print the record."""
+    watch = c.Stopwatch()
+    spec = shared.spec(ckpt)
+    backbone, mode = _load(spec, shared.mode)
+    train, test = jobs.train_eval_features(backbone, data, mode, shared.options, log=c.console.print)
+    record = run(spec, backbone, train, test, mode)
+    record.wall_time_s = watch.seconds
+    c.finish(record, shared.results_dir, shared.json_out, title(record, mode))
 
 
 def _load(spec, mode: str | None):
@@ -112,17 +116,13 @@ def lowshot(ckpt: c.CkptOpt, data: c.DataOpt = "digits",
 
     if not (fraction or shots or subset_file):
         fraction = "0.01"
-    watch = c.Stopwatch()
-    spec, options = shared.spec(ckpt), shared.options
     config = LowShotConfig(fractions=tuple(_floats(fraction or "")), shots=tuple(_ints(shots or "")), seeds=seeds)
-    subset = jobs.subset_from_file(data, str(subset_file), options) if subset_file else None
-    backbone, chosen = _load(spec, shared.mode)
-    train, test = jobs.train_eval_features(backbone, data, chosen, options, log=c.console.print)
-    record = jobs.run_lowshot(spec, backbone, train, test, chosen, config, subset_indices=subset,
-                              subset_file=str(subset_file) if subset_file else None, device=shared.device,
-                              progress=not shared.quiet)
-    record.wall_time_s = watch.seconds
-    c.finish(record, shared.results_dir, shared.json_out, f"low-shot logistic regression on {data} ({chosen})")
+    subset = jobs.subset_from_file(data, str(subset_file), shared.options) if subset_file else None
+    _evaluate(ckpt, data, shared,
+              lambda *run: jobs.run_lowshot(*run, config, subset_indices=subset,
+                                            subset_file=str(subset_file) if subset_file else None,
+                                            device=shared.device, progress=not shared.quiet),
+              lambda record, mode: f"low-shot logistic regression on {data} ({mode})")
 
 
 @app.command()
