@@ -146,14 +146,10 @@ def seeded_subset(total: int, wanted: int, seed: int) -> np.ndarray:
 def rank_record(spec: ModelSpec, backbone: Backbone, dataset: str, split: str | None, mode: str,
                 config: RankConfig, options: ExtractOptions, log: Any = None) -> ResultRecord:
     """Extract ``config.samples`` seeded rows (and LiDAR views when asked), then :func:`run_rank`."""
-    from jepa_eval.datasets import build_dataset
     from jepa_eval.runner import augmented_views
 
     split = split or get_spec(dataset).train_split
-    total = len(build_dataset(dataset, split, data_root=options.data_root, image_size=backbone.image_size,
-                              transform=lambda image: image, download=options.download))
-    picked = seeded_subset(total, config.samples, config.seed)
-    features = split_features(backbone, dataset, split, mode, options, subset=picked)
+    features, total = seeded_split_features(backbone, dataset, split, mode, options, config.samples, config.seed)
     if log is not None:
         where = "reused from the feature cache" if features.cache_hit else "extracted"
         log(f"features {dataset}/{split} ({mode}): {features.size} seeded rows ({where})")
@@ -174,3 +170,14 @@ def subset_from_file(dataset: str, subset_file: str, options: ExtractOptions) ->
     names = build_dataset(dataset, get_spec(dataset).train_split, data_root=options.data_root,
                           transform=lambda image: image, download=options.download).sample_names
     return read_subset_file(subset_file, names)
+
+
+def seeded_split_features(backbone: Backbone, dataset: str, split: str, mode: str, options: ExtractOptions,
+                          count: int, seed: int) -> tuple[SplitFeatures, int]:
+    """Features of ``count`` seeded rows of a split (all rows when it is smaller), and the split's size."""
+    from jepa_eval.datasets import build_dataset
+
+    total = len(build_dataset(dataset, split, data_root=options.data_root, image_size=backbone.image_size,
+                              transform=lambda image: image, download=options.download))
+    picked = seeded_subset(total, count, seed)
+    return split_features(backbone, dataset, split, mode, options, subset=picked), total

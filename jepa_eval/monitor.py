@@ -16,11 +16,11 @@ from typing import Any
 import torch
 
 from jepa_eval import jobs
-from jepa_eval.datasets import build_dataset, get_spec
+from jepa_eval.datasets import get_spec
 from jepa_eval.errors import JepaEvalError
 from jepa_eval.protocols import PROTOCOL_VERSIONS
 from jepa_eval.results import ResultRecord
-from jepa_eval.runner import ExtractOptions, ModelSpec, check_mode, split_features
+from jepa_eval.runner import ExtractOptions, ModelSpec, check_mode
 
 CHECKPOINT_PATTERN = re.compile(r"-(ep\d+|latest)\.pth(\.tar)?$")
 
@@ -91,8 +91,10 @@ def monitor_run(run_dir: Path, dataset: str, config: MonitorConfig, options: Ext
         record = jobs.rank_record(model_spec, backbone, dataset, spec_data.train_split, chosen, rank_config, options)
         values = dict(record.summary)
         if config.knn:
-            train = _subset_features(backbone, dataset, spec_data.train_split, chosen, options, config.knn_train, config.seed)
-            test = _subset_features(backbone, dataset, spec_data.eval_split, chosen, options, config.knn_eval, config.seed)
+            train, _ = jobs.seeded_split_features(backbone, dataset, spec_data.train_split, chosen, options,
+                                                config.knn_train, config.seed)
+            test, _ = jobs.seeded_split_features(backbone, dataset, spec_data.eval_split, chosen, options,
+                                               config.knn_eval, config.seed)
             knn_rows = knn_evaluate(train.features.features, train.features.labels, test.features.features,
                                     test.features.labels, KNNConfig(ks=(config.knn_k,)), num_classes=train.num_classes)
             values.update({f"knn_{m.name}": m.value for m in knn_rows})
@@ -116,8 +118,3 @@ def monitor_run(run_dir: Path, dataset: str, config: MonitorConfig, options: Ext
                         features={"mode": chosen, "image_size": backbone.image_size}, params=asdict(config),
                         metrics=rows, summary=summary)
 
-
-def _subset_features(backbone, dataset: str, split: str, mode: str, options: ExtractOptions, count: int, seed: int):
-    total = len(build_dataset(dataset, split, data_root=options.data_root, image_size=backbone.image_size,
-                              transform=lambda image: image, download=options.download))
-    return split_features(backbone, dataset, split, mode, options, subset=jobs.seeded_subset(total, count, seed))
