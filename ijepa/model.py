@@ -185,8 +185,10 @@ class IJEPA(nn.Module):
                 predictor: nn.Module | None = None) -> torch.Tensor:
         """Scalar loss of one batch. ``encoder``/``predictor`` may be DDP wrappers of ours."""
         target = self.targets(images, masks_pred, len(masks_enc))
-        context = (encoder or self.encoder)(images, masks_enc)
-        pred = (predictor or self.predictor)(context, masks_enc, masks_pred)
+        encoder = self.encoder if encoder is None else encoder  # not `or`: a compiled module has no truth value
+        predictor = self.predictor if predictor is None else predictor
+        context = encoder(images, masks_enc)
+        pred = predictor(context, masks_enc, masks_pred)
         return regression_loss(pred.float(), target.float(), self.loss_name)
 
     @torch.no_grad()

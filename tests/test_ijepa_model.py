@@ -126,6 +126,29 @@ def test_loss_is_smooth_l1_or_mse_of_predictions_against_targets() -> None:
         assert torch.allclose(model(images, enc, pred), fn(p, model.targets(images, pred, 2)))
 
 
+class NoTruthValue(torch.nn.Module):
+    """A wrapper that, like torch.compile's OptimizedModule, cannot be used as a truth value."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, *args: torch.Tensor) -> torch.Tensor:
+        return self.inner(*args)
+
+    def __len__(self) -> int:
+        raise TypeError("no len()")
+
+
+def test_forward_runs_the_given_wrapped_encoder_and_predictor() -> None:
+    """run.compile passes compiled modules, which raise on bool(): they must still be used."""
+    model = tiny().eval()
+    images = torch.randn(2, 3, IMG, IMG)
+    enc, pred = masks()
+    wrapped = model(images, enc, pred, encoder=NoTruthValue(model.encoder), predictor=NoTruthValue(model.predictor))
+    assert torch.equal(wrapped, model(images, enc, pred))
+
+
 def test_gradients_reach_encoder_and_predictor_but_not_the_target_encoder() -> None:
     model = tiny()
     enc, pred = masks()
