@@ -5,18 +5,23 @@
 
 Run from anywhere; it works in the repository root. Steps:
 1. extract ``../shared/data/cifar10-jpg.tar.gz`` once into ``.cache/shared`` and link it at
-   ``.cache/case-study/cifar10`` (the ``run.data_root`` of both configs);
-2. train ``configs/cifar10_tiny.yaml`` (target-encoder targets) and
+   ``.cache/case-study/cifar10`` (the ``run.data_root`` of the configs);
+2. train ``configs/cifar10_tiny.yaml`` (target-encoder targets), ``configs/cifar10_tiny_30min.yaml``
+   (the same recipe for 1,800 steps: the full 30-minute budget, two torch threads) and
    ``configs/cifar10_tiny_pixels.yaml`` (the pixel-target ablation) unless their last epoch
    is already on disk; torch gets one thread (``OMP_NUM_THREADS=1``) unless the variable is set,
    which was 3x faster than two on the shared 2-core machine;
 3. k-NN (k = 10, 20, 100, 200) of the trained model, the random encoder of the same shape
    (``random:PATH``), raw pixels (``pixels:32``) and the pixel-target model;
-4. ``jepa-eval monitor`` of the main run (the learning curve: k-NN and RankMe against epoch);
-5. ``jepa-eval suite protocols/case-study.yaml`` over those four models, then
+4. ``jepa-eval monitor --lidar`` of each I-JEPA run (the learning curve: k-NN on subsets,
+   RankMe, alpha-ReQ and LiDAR against epoch);
+5. ``jepa-eval transfer`` of every model to Imagenette (linear probe, train -> val);
+6. ``jepa-eval suite protocols/case-study.yaml`` over the compared models, then
    ``jepa-eval report``;
-6. ``training.md`` / ``training.csv`` (steps, wall time, throughput of each run),
-   ``knn.md`` / ``knn.csv`` (step 3 at k = 20) and ``learning_curve.md`` / ``.csv`` / ``.png``.
+7. ``training.md`` / ``training.csv`` (steps, wall time, throughput of each run),
+   ``knn.md`` / ``knn.csv`` (step 3 at k = 20), ``learning_curve[-30min].md`` / ``.csv`` /
+   ``.png`` and ``rank_vs_knn[-30min].md`` / ``.csv`` (Spearman rho of each rank metric
+   against the subset k-NN across checkpoints), ``transfer.md`` / ``.csv``.
 
 Checkpoints, features and the extracted images stay under ``.cache/`` (git-ignored).
 """
@@ -44,30 +49,37 @@ OUT = REPO / "results" / "case-study"
 BIN = Path(sys.executable).parent
 JEPA_EVAL = str(BIN / "jepa-eval")
 CONFIGS = {"ijepa": REPO / "configs" / "cifar10_tiny.yaml",
-           "ijepa-pixel-target": REPO / "configs" / "cifar10_tiny_pixels.yaml"}
-DATA = ["--data", "cifar10", "--data-root", str(CACHE / "cifar10")]
+           "ijepa-pixel-target": REPO / "configs" / "cifar10_tiny_pixels.yaml",
+           "ijepa-30min": REPO / "configs" / "cifar10_tiny_30min.yaml"}
+THREADS = {"ijepa-30min": "2"}  # the 30-minute run had the machine to itself; the others shared it
+MONITORS = {"ijepa": OUT / "monitor", "ijepa-30min": OUT / "monitor-30min"}
+CURVE_METRICS = ("rankme", "alpha_req", "lidar", "feature_std")
+CIFAR, IMAGENETTE = CACHE / "cifar10", CACHE / "imagenette"
+DATA = ["--data", "cifar10", "--data-root", str(CIFAR)]
 COMMON = ["--cache-dir", str(CACHE / "features"), "--quiet"]
 
 
-def run(*args: str) -> None:
-    """Run a command in the repository root; its failure stops the script."""
+def run(*args: str, threads: str = "1") -> None:
+    """Run a command in the repository root with ``threads`` torch threads (unless
+    OMP_NUM_THREADS is set); its failure stops the script."""
     print("+", " ".join(args), flush=True)
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", threads)}
     subprocess.run(args, cwd=REPO, env=env, check=True)
 
 
 def link_data() -> None:
-    """Extract the shared CIFAR-10 JPEGs once and link them where the configs look."""
-    root = extract_shared_archive("cifar10-jpg", REPO / ".cache" / "shared")
-    if root is None:
-        raise JepaEvalError("the CIFAR-10 photographs are missing",
-                            expected="../shared/data/cifar10-jpg.tar.gz beside the repository",
-                            found="no such file", hint="set JEPA_EVAL_SHARED to the folder holding it")
-    link = CACHE / "cifar10"
-    link.parent.mkdir(parents=True, exist_ok=True)
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(root)
+    """Extract the shared CIFAR-10 and Imagenette JPEGs once and link them in ``CACHE``
+    (CIFAR-10 is where the configs look; Imagenette is the transfer target)."""
+    for archive, link in (("cifar10-jpg", CIFAR), ("imagenette-160", IMAGENETTE)):
+        root = extract_shared_archive(archive, REPO / ".cache" / "shared")
+        if root is None:
+            raise JepaEvalError(f"the {archive} photographs are missing",
+                                expected=f"../shared/data/{archive}.tar.gz beside the repository",
+                                found="no such file", hint="set JEPA_EVAL_SHARED to the folder holding it")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(root)
 
 
 def run_dir(name: str) -> Path:
@@ -82,7 +94,8 @@ def train(name: str) -> None:
     if last.exists():
         print(f"{name}: {last} exists, not retraining")
         return
-    run(str(BIN / "ijepa"), "train", "--config", str(CONFIGS[name].relative_to(REPO)), "--quiet")
+    run(str(BIN / "ijepa"), "train", "--config", str(CONFIGS[name].relative_to(REPO)), "--quiet",
+        threads=THREADS.get(name, "1"))
 
 
 def final_checkpoint(name: str) -> Path:
@@ -99,20 +112,44 @@ def models() -> dict[str, str]:
     trained = final_checkpoint("ijepa")
     architecture = run_dir("ijepa") / "jepa-ep1.pth.tar"  # random:PATH uses only PATH's shape (and --seed)
     found = {"ijepa": str(trained), "random-init": f"random:{architecture}", "pixels": "pixels:32"}
-    if run_dir("ijepa-pixel-target").is_dir():
-        found["ijepa-pixel-target"] = str(final_checkpoint("ijepa-pixel-target"))
+    for name in ("ijepa-pixel-target", "ijepa-30min"):
+        if run_dir(name).is_dir():
+            found[name] = str(final_checkpoint(name))
     return found
 
 
 def knn_and_curve(compared: dict[str, str]) -> None:
-    """k-NN of each model not yet in ``OUT/knn``, and the main run's learning curve."""
+    """k-NN of each model not yet in ``OUT/knn``, and the learning curve of each I-JEPA run
+    (rank metrics incl. LiDAR and a subset k-NN per checkpoint)."""
     done = {r.model["name"] for r in load_records(OUT / "knn")} if (OUT / "knn").is_dir() else set()
     for name, spec in compared.items():
         if name not in done:
             run(JEPA_EVAL, "knn", "--ckpt", spec, "--name", name, *DATA, *COMMON, "--results-dir", str(OUT / "knn"))
-    if not (OUT / "monitor").is_dir():
-        run(JEPA_EVAL, "monitor", str(run_dir("ijepa")), *DATA, "--samples", "5000", *COMMON,
-            "--results-dir", str(OUT / "monitor"))
+    for name, folder in MONITORS.items():
+        if run_dir(name).is_dir() and not folder.is_dir():
+            run(JEPA_EVAL, "monitor", str(run_dir(name)), *DATA, "--samples", "5000", "--lidar", *COMMON,
+                "--results-dir", str(folder))
+
+
+def transfer(compared: dict[str, str]) -> None:
+    """Linear transfer of every CIFAR-10 model to Imagenette (train -> val), unless done:
+    the encoders choose between avgpool and avgpool4, raw pixels have the one mode."""
+    if (OUT / "transfer").is_dir():
+        return
+    target = ["--datasets", f"imagefolder:{IMAGENETTE}", *COMMON, "--results-dir", str(OUT / "transfer")]
+    encoders = sum((["--ckpt", f"{n}={s}"] for n, s in compared.items() if n != "pixels"), [])
+    run(JEPA_EVAL, "transfer", *encoders, *target)
+    run(JEPA_EVAL, "transfer", "--ckpt", f"pixels={compared['pixels']}", "--features", "pixels", *target)
+
+
+def transfer_rows(records: list[ResultRecord]) -> list[dict[str, object]]:
+    """Top-1 on Imagenette val of every transfer record, best first."""
+    rows = []
+    for record in records:
+        top1 = next(m["value"] for m in record.metrics if m["name"] == "top1")
+        rows.append({"model": record.model["name"], "features (chosen on val)": record.summary["mode"],
+                     "Imagenette top-1": f"{top1:.2f}"})
+    return sorted(rows, key=lambda r: -float(r["Imagenette top-1"]))
 
 
 def suite(compared: dict[str, str]) -> None:
@@ -170,22 +207,44 @@ def knn_rows(records: list[ResultRecord]) -> list[dict[str, object]]:
 
 
 def curve_rows(record: ResultRecord) -> list[dict[str, object]]:
-    """One row per checkpoint of the monitor record: epoch, RankMe, feature std, k-NN top-1."""
+    """One row per checkpoint of a monitor record: epoch, the rank metrics it has, k-NN top-1."""
     by_epoch: dict[int, dict[str, object]] = {}
     for m in record.metrics:
         row = by_epoch.setdefault(m["epoch"], {"epoch": m["epoch"], "checkpoint": m["checkpoint"]})
-        if m["name"] in ("rankme", "feature_std", "knn_top1"):
+        if m["name"] in (*CURVE_METRICS, "knn_top1"):
             row[m["name"]] = f"{m['value']:.4g}"
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def correlation_rows(curve: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Spearman rho (and p) of each rank metric against the subset k-NN across checkpoints."""
+    from scipy.stats import spearmanr
+
+    rows = []
+    for metric in CURVE_METRICS:
+        pairs = [(float(r[metric]), float(r["knn_top1"])) for r in curve if metric in r and "knn_top1" in r]
+        if len(pairs) >= 3:
+            rho, p = spearmanr(*zip(*pairs))
+            rows.append({"metric": metric, "checkpoints": len(pairs), "spearman rho vs k-NN": f"{rho:.2f}",
+                         "p": f"{p:.3f}"})
+    return rows
 
 
 def summarise() -> None:
     table(training_rows(), "training")
     table(knn_rows(load_records(OUT / "knn")), "knn")
-    [monitor] = load_records(OUT / "monitor")
-    table(curve_rows(monitor), "learning_curve")
-    [plot] = (OUT / "monitor").glob("*.png")
-    shutil.copyfile(plot, OUT / "learning_curve.png")
+    if (OUT / "transfer").is_dir():
+        table(transfer_rows(load_records(OUT / "transfer")), "transfer")
+    for name, folder in MONITORS.items():
+        if not folder.is_dir():
+            continue
+        stem = "learning_curve" + folder.name.removeprefix("monitor")
+        [monitor] = load_records(folder)
+        curve = curve_rows(monitor)
+        table(curve, stem)
+        table(correlation_rows(curve), stem.replace("learning_curve", "rank_vs_knn"))
+        [plot] = folder.glob("*.png")
+        shutil.copyfile(plot, OUT / f"{stem}.png")
 
 
 def main() -> None:
@@ -200,6 +259,7 @@ def main() -> None:
             train(name)
     chosen = models()
     knn_and_curve(chosen)
+    transfer(chosen)
     if not args.skip_suite:
         suite(chosen)
     summarise()
