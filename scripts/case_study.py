@@ -180,7 +180,7 @@ def training_rows() -> list[dict[str, object]]:
         folder = run_dir(name)
         if not folder.is_dir():
             continue
-        cfg = load_config(folder / "params-ijepa.yaml")
+        cfg = load_config(CONFIGS[name])  # not the run's saved copy, which may predate a schema change
         with open(folder / f"{cfg.logging.write_tag}_r0.csv", newline="") as handle:
             log = list(csv.DictReader(handle))
         last = final_checkpoint(name)
@@ -226,7 +226,7 @@ def correlation_rows(curve: list[dict[str, object]]) -> list[dict[str, object]]:
         if len(pairs) >= 3:
             rho, p = spearmanr(*zip(*pairs))
             rows.append({"metric": metric, "checkpoints": len(pairs), "spearman rho vs k-NN": f"{rho:.2f}",
-                         "p": f"{p:.3f}"})
+                         "p": f"{p:.1g}"})
     return rows
 
 
