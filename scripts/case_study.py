@@ -17,11 +17,13 @@ Run from anywhere; it works in the repository root. Steps:
    RankMe, alpha-ReQ and LiDAR against epoch);
 5. ``jepa-eval transfer`` of every model to Imagenette (linear probe, train -> val);
 6. ``jepa-eval suite protocols/case-study.yaml`` over the compared models, then
-   ``jepa-eval report``;
+   ``jepa-eval report``; ``protocols/case-study-epochs.yaml`` (linear, avgpool) over epochs
+   2, 6, 10, 14 and 18 of the 30-minute run;
 7. ``training.md`` / ``training.csv`` (steps, wall time, throughput of each run),
    ``knn.md`` / ``knn.csv`` (step 3 at k = 20), ``learning_curve[-30min].md`` / ``.csv`` /
    ``.png`` and ``rank_vs_knn[-30min].md`` / ``.csv`` (Spearman rho of each rank metric
-   against the subset k-NN across checkpoints), ``transfer.md`` / ``.csv``.
+   against the subset k-NN across checkpoints), ``rank_vs_linear-30min.md`` / ``.csv`` (the
+   same against linear accuracy), ``transfer.md`` / ``.csv``.
 
 Checkpoints, features and the extracted images stay under ``.cache/`` (git-ignored).
 """
@@ -152,6 +154,34 @@ def transfer_rows(records: list[ResultRecord]) -> list[dict[str, object]]:
     return sorted(rows, key=lambda r: -float(r["Imagenette top-1"]))
 
 
+EPOCH_SAMPLE = (2, 6, 10, 14, 18)  # checkpoints of the 30-minute run probed linearly (~3 CPU min each)
+
+
+def epoch_probes() -> None:
+    """Linear accuracy (avgpool) of every 4th saved epoch of the 30-minute run, unless done."""
+    if (OUT / "epochs").is_dir() or not run_dir("ijepa-30min").is_dir():
+        return
+    ckpts = sum((["--ckpt", f"ep{e}={run_dir('ijepa-30min') / f'jepa-ep{e}.pth.tar'}"] for e in EPOCH_SAMPLE), [])
+    run(JEPA_EVAL, "suite", str(REPO / "protocols" / "case-study-epochs.yaml"), *ckpts, *DATA[2:], *COMMON,
+        "--results-dir", str(OUT / "epochs"), threads="2")
+
+
+def rank_vs_linear_rows(curve: list[dict[str, object]], records: list[ResultRecord]) -> list[dict[str, object]]:
+    """Spearman rho of each monitor metric against linear top-1 over the probed epochs."""
+    from scipy.stats import spearmanr
+
+    linear = {int(r.model["name"].removeprefix("ep")): r.summary["top1"] for r in records}
+    by_epoch = {int(row["epoch"]): row for row in curve}
+    rows = []
+    for metric in CURVE_METRICS:
+        pairs = [(float(by_epoch[e][metric]), linear[e]) for e in sorted(linear) if metric in by_epoch.get(e, {})]
+        rho, p = spearmanr(*zip(*pairs))
+        rows.append({"metric": metric, "epochs": " ".join(str(e) for e in sorted(linear)),
+                     "linear top-1": " ".join(f"{linear[e]:.2f}" for e in sorted(linear)),
+                     "spearman rho vs linear": f"{rho:.2f}", "p": f"{p:.1g}"})
+    return rows
+
+
 def suite(compared: dict[str, str]) -> None:
     """The case-study suite over the compared models, and its report."""
     ckpts = sum((["--ckpt", f"{name}={spec}"] for name, spec in compared.items()), [])
@@ -243,6 +273,8 @@ def summarise() -> None:
         curve = curve_rows(monitor)
         table(curve, stem)
         table(correlation_rows(curve), stem.replace("learning_curve", "rank_vs_knn"))
+        if name == "ijepa-30min" and (OUT / "epochs").is_dir():
+            table(rank_vs_linear_rows(curve, load_records(OUT / "epochs")), "rank_vs_linear-30min")
         [plot] = folder.glob("*.png")
         shutil.copyfile(plot, OUT / f"{stem}.png")
 
@@ -262,6 +294,7 @@ def main() -> None:
     transfer(chosen)
     if not args.skip_suite:
         suite(chosen)
+        epoch_probes()
     summarise()
 
 

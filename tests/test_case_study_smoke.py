@@ -73,3 +73,36 @@ def test_tables_are_written_as_csv_and_markdown_with_the_same_rows(script: Modul
     assert (tmp_path / "t.csv").read_text() == "model,top1\na,1.00\nb,2.00\n"
     assert (tmp_path / "t.md").read_text().splitlines() == ["| model | top1 |", "|---|---|",
                                                               "| a | 1.00 |", "| b | 2.00 |"]
+
+
+def test_the_30_minute_config_is_the_main_recipe_run_longer() -> None:
+    main = load_config(REPO / "configs" / "cifar10_tiny.yaml").to_dict()
+    long = load_config(REPO / "configs" / "cifar10_tiny_30min.yaml").to_dict()
+    changed = {(s, k) for s in main for k in main[s] if main[s][k] != long[s][k]}
+    assert changed == {("optimization", "epochs"), ("logging", "folder"), ("data", "num_workers"),
+                       ("run", "checkpoint_freq"), ("run", "monitor_every")}
+    assert long["optimization"]["epochs"] > main["optimization"]["epochs"]
+
+
+def test_the_epochs_suite_probes_last_layer_pooling_linearly_on_cifar10() -> None:
+    [entry] = load_suite(REPO / "protocols" / "case-study-epochs.yaml").entries
+    assert (entry.protocol, entry.dataset, entry.modes) == ("linear", "cifar10", ("avgpool",))
+
+
+def _curve(values: dict[str, list[float]]) -> list[dict[str, object]]:
+    epochs = [2, 6, 10, 14]
+    return [{"epoch": e, **{name: str(v[i]) for name, v in values.items()}} for i, e in enumerate(epochs)]
+
+
+def test_rank_metrics_correlate_plus_one_when_rising_with_accuracy_and_minus_one_when_falling(
+        script: ModuleType) -> None:
+    curve = _curve({"rankme": [1, 2, 3, 4], "alpha_req": [5, 4, 3, 1], "lidar": [1, 3, 2, 4],
+                    "feature_std": [1, 2, 3, 4], "knn_top1": [20, 25, 30, 35]})
+    rho = {r["metric"]: r["spearman rho vs k-NN"] for r in script.correlation_rows(curve)}
+    assert rho == {"rankme": "1.00", "alpha_req": "-1.00", "lidar": "0.80", "feature_std": "1.00"}
+    linear = [ResultRecord(protocol="linear", protocol_version="1", model={"name": f"ep{e}"}, dataset={},
+                           features={"mode": "avgpool"}, params={}, metrics=[], summary={"top1": acc})
+              for e, acc in ((2, 30.0), (6, 31.0), (10, 33.0), (14, 32.0))]
+    rows = {r["metric"]: r for r in script.rank_vs_linear_rows(curve, linear)}
+    assert rows["rankme"]["spearman rho vs linear"] == "0.80" and rows["alpha_req"]["spearman rho vs linear"] == "-0.80"
+    assert rows["rankme"]["linear top-1"] == "30.00 31.00 33.00 32.00"
