@@ -56,6 +56,7 @@ CONFIGS = {"ijepa": REPO / "configs" / "cifar10_tiny.yaml",
 THREADS = {"ijepa-30min": "2"}  # the 30-minute run had the machine to itself; the others shared it
 MONITORS = {"ijepa": OUT / "monitor", "ijepa-30min": OUT / "monitor-30min"}
 CURVE_METRICS = ("rankme", "alpha_req", "lidar", "feature_std")
+EPOCH_SAMPLE = (2, 6, 10, 14, 18)  # checkpoints of the 30-minute run probed linearly (~3 CPU min each)
 CIFAR, IMAGENETTE = CACHE / "cifar10", CACHE / "imagenette"
 DATA = ["--data", "cifar10", "--data-root", str(CIFAR)]
 COMMON = ["--cache-dir", str(CACHE / "features"), "--quiet"]
@@ -154,9 +155,6 @@ def transfer_rows(records: list[ResultRecord]) -> list[dict[str, object]]:
     return sorted(rows, key=lambda r: -float(r["Imagenette top-1"]))
 
 
-EPOCH_SAMPLE = (2, 6, 10, 14, 18)  # checkpoints of the 30-minute run probed linearly (~3 CPU min each)
-
-
 def epoch_probes() -> None:
     """Linear accuracy (avgpool) of every 4th saved epoch of the 30-minute run, unless done."""
     if (OUT / "epochs").is_dir() or not run_dir("ijepa-30min").is_dir():
@@ -168,18 +166,12 @@ def epoch_probes() -> None:
 
 def rank_vs_linear_rows(curve: list[dict[str, object]], records: list[ResultRecord]) -> list[dict[str, object]]:
     """Spearman rho of each monitor metric against linear top-1 over the probed epochs."""
-    from scipy.stats import spearmanr
-
     linear = {int(r.model["name"].removeprefix("ep")): r.summary["top1"] for r in records}
-    by_epoch = {int(row["epoch"]): row for row in curve}
-    rows = []
-    for metric in CURVE_METRICS:
-        pairs = [(float(by_epoch[e][metric]), linear[e]) for e in sorted(linear) if metric in by_epoch.get(e, {})]
-        rho, p = spearmanr(*zip(*pairs))
-        rows.append({"metric": metric, "epochs": " ".join(str(e) for e in sorted(linear)),
-                     "linear top-1": " ".join(f"{linear[e]:.2f}" for e in sorted(linear)),
-                     "spearman rho vs linear": f"{rho:.2f}", "p": f"{p:.1g}"})
-    return rows
+    epochs = sorted(linear)
+    return [{"metric": metric, "epochs": " ".join(str(e) for e in epochs),
+             "linear top-1": " ".join(f"{linear[e]:.2f}" for e in epochs),
+             "spearman rho vs linear": f"{rho:.2f}", "p": f"{p:.1g}"}
+            for metric, (_, rho, p) in spearman_by_metric(curve, linear).items()]
 
 
 def suite(compared: dict[str, str]) -> None:
@@ -206,11 +198,11 @@ def table(rows: list[dict[str, object]], stem: str) -> None:
 def training_rows() -> list[dict[str, object]]:
     """Steps, images, wall time (config written -> last checkpoint written) and throughput per run."""
     rows = []
-    for name in CONFIGS:
-        folder = run_dir(name)
+    for name, path in CONFIGS.items():
+        cfg = load_config(path)  # not the run's saved copy, which may predate a schema change
+        folder = REPO / cfg.logging.folder
         if not folder.is_dir():
             continue
-        cfg = load_config(CONFIGS[name])  # not the run's saved copy, which may predate a schema change
         with open(folder / f"{cfg.logging.write_tag}_r0.csv", newline="") as handle:
             log = list(csv.DictReader(handle))
         last = final_checkpoint(name)
@@ -246,18 +238,26 @@ def curve_rows(record: ResultRecord) -> list[dict[str, object]]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def correlation_rows(curve: list[dict[str, object]]) -> list[dict[str, object]]:
-    """Spearman rho (and p) of each rank metric against the subset k-NN across checkpoints."""
+def spearman_by_metric(curve: list[dict[str, object]], accuracy: dict[int, float]) -> dict[str, tuple[int, float, float]]:
+    """(points, rho, p) of each rank metric of ``curve`` against ``accuracy`` (by epoch), for
+    the metrics with at least 3 epochs in common."""
     from scipy.stats import spearmanr
 
-    rows = []
+    found = {}
     for metric in CURVE_METRICS:
-        pairs = [(float(r[metric]), float(r["knn_top1"])) for r in curve if metric in r and "knn_top1" in r]
+        pairs = [(float(r[metric]), accuracy[int(r["epoch"])]) for r in curve
+                 if metric in r and int(r["epoch"]) in accuracy]
         if len(pairs) >= 3:
             rho, p = spearmanr(*zip(*pairs))
-            rows.append({"metric": metric, "checkpoints": len(pairs), "spearman rho vs k-NN": f"{rho:.2f}",
-                         "p": f"{p:.1g}"})
-    return rows
+            found[metric] = (len(pairs), float(rho), float(p))
+    return found
+
+
+def correlation_rows(curve: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Spearman rho (and p) of each rank metric against the subset k-NN across checkpoints."""
+    knn = {int(r["epoch"]): float(r["knn_top1"]) for r in curve if "knn_top1" in r}
+    return [{"metric": metric, "checkpoints": n, "spearman rho vs k-NN": f"{rho:.2f}", "p": f"{p:.1g}"}
+            for metric, (n, rho, p) in spearman_by_metric(curve, knn).items()]
 
 
 def summarise() -> None:

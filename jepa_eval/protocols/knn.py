@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from jepa_eval.errors import JepaEvalError
-from jepa_eval.protocols import check_labels, check_num_classes, check_split_pair
+from jepa_eval.protocols import check_num_classes, check_split_pair
 from jepa_eval.results import Metric
 
 TOP_CLASSES = 5  # ranked classes kept per query, for top-5 accuracy
@@ -176,8 +176,8 @@ def knn_evaluate(train_features: Any, train_labels: Any, test_features: Any, tes
 
     With fewer than 5 classes, 'top5' counts a hit among all classes (so it is 100).
     """
-    train, y_train, test, _ = check_split_pair(train_features, train_labels, test_features, eval_name="test")
-    y_test = check_labels("test", test_labels, test.shape[0])
+    train, y_train, test, y_test = check_split_pair(train_features, train_labels, test_features, test_labels,
+                                                    eval_name="test")
     classes = check_num_classes(num_classes, y_train, y_test)
     rows: list[Metric] = []
     for k, ranked in _predict(train, y_train, test, config, classes, device).items():
