@@ -1,29 +1,32 @@
-"""Regenerate the CIFAR-10 case study (results/case-study/) with one command.
+"""Regenerate the case study (results/case-study/) with one command.
 
     .venv/bin/python scripts/case_study.py               # train what is missing, evaluate, report
     .venv/bin/python scripts/case_study.py --skip-train  # evaluate the runs already on disk
 
 Run from anywhere; it works in the repository root. Steps:
-1. extract ``../shared/data/cifar10-jpg.tar.gz`` once into ``.cache/shared`` and link it at
-   ``.cache/case-study/cifar10`` (the ``run.data_root`` of the configs);
+1. extract ``../shared/data/cifar10-jpg.tar.gz`` and ``imagenette-160.tar.gz`` once into
+   ``.cache/shared`` and link them at ``.cache/case-study/cifar10`` (the ``run.data_root`` of
+   the CIFAR-10 configs) and ``.cache/case-study/imagenette``;
 2. train ``configs/cifar10_tiny.yaml`` (target-encoder targets), ``configs/cifar10_tiny_30min.yaml``
-   (the same recipe for 1,800 steps: the full 30-minute budget, two torch threads) and
-   ``configs/cifar10_tiny_pixels.yaml`` (the pixel-target ablation) unless their last epoch
-   is already on disk; torch gets one thread (``OMP_NUM_THREADS=1``) unless the variable is set,
-   which was 3x faster than two on the shared 2-core machine;
-3. k-NN (k = 10, 20, 100, 200) of the trained model, the random encoder of the same shape
-   (``random:PATH``), raw pixels (``pixels:32``) and the pixel-target model;
-4. ``jepa-eval monitor --lidar`` of each I-JEPA run (the learning curve: k-NN on subsets,
-   RankMe, alpha-ReQ and LiDAR against epoch);
-5. ``jepa-eval transfer`` of every model to Imagenette (linear probe, train -> val);
-6. ``jepa-eval suite protocols/case-study.yaml`` over the compared models, then
-   ``jepa-eval report``; ``protocols/case-study-epochs.yaml`` (linear, avgpool) over epochs
-   2, 6, 10, 14 and 18 of the 30-minute run;
-7. ``training.md`` / ``training.csv`` (steps, wall time, throughput of each run),
-   ``knn.md`` / ``knn.csv`` (step 3 at k = 20), ``learning_curve[-30min].md`` / ``.csv`` /
-   ``.png`` and ``rank_vs_knn[-30min].md`` / ``.csv`` (Spearman rho of each rank metric
-   against the subset k-NN across checkpoints), ``rank_vs_linear-30min.md`` / ``.csv`` (the
-   same against linear accuracy), ``transfer.md`` / ``.csv``.
+   (the same recipe for 1,800 steps: the full 30-minute budget, two torch threads),
+   ``configs/cifar10_tiny_pixels.yaml`` (the pixel-target ablation) and
+   ``configs/imagenette_tiny_30min.yaml`` (the 30-minute recipe on 64-px Imagenette crops)
+   unless their last epoch is already on disk; torch gets one thread (``OMP_NUM_THREADS=1``)
+   for the two runs that shared the machine, two for the others, unless the variable is set;
+3. k-NN (k = 10, 20, 100, 200) on CIFAR-10 of the trained models, a random encoder of each
+   trained shape (``random:PATH``) and raw pixels (``pixels:32``);
+4. ``jepa-eval monitor --lidar`` of the CIFAR-10 I-JEPA runs (the learning curve: k-NN on
+   subsets, RankMe, alpha-ReQ and LiDAR against epoch);
+5. one ``jepa-eval suite protocols/case-study.yaml`` run (CIFAR-10 k-NN, linear avgpool and
+   avgpool4, 1% and 10% low-shot, rank; linear transfer to Imagenette) over those models and
+   every earlier saved epoch of the 30-minute run, then ``jepa-eval report``;
+6. ``training.md`` / ``.csv`` (steps, wall time, throughput of each run), ``knn.md`` / ``.csv``
+   (step 3 at k = 20), ``suite.md`` / ``.csv`` (one row per model), ``epochs.md`` / ``.csv``
+   (the same for every saved epoch of the 30-minute run), ``transfer.md`` / ``.csv`` (CIFAR-10
+   and Imagenette linear accuracy by training set: both directions of the transfer),
+   ``learning_curve[-30min].md`` / ``.csv`` / ``.png``, ``rank_vs_knn[-30min].md`` / ``.csv``
+   (Spearman rho of each rank metric against the subset k-NN across checkpoints) and
+   ``rank_vs_linear-30min.md`` / ``.csv`` (the same against the suite's linear accuracy).
 
 Checkpoints, features and the extracted images stay under ``.cache/`` (git-ignored).
 """
@@ -52,13 +55,15 @@ BIN = Path(sys.executable).parent
 JEPA_EVAL = str(BIN / "jepa-eval")
 CONFIGS = {"ijepa": REPO / "configs" / "cifar10_tiny.yaml",
            "ijepa-pixel-target": REPO / "configs" / "cifar10_tiny_pixels.yaml",
-           "ijepa-30min": REPO / "configs" / "cifar10_tiny_30min.yaml"}
-THREADS = {"ijepa-30min": "2"}  # the 30-minute run had the machine to itself; the others shared it
-MONITORS = {"ijepa": OUT / "monitor", "ijepa-30min": OUT / "monitor-30min"}
+           "ijepa-30min": REPO / "configs" / "cifar10_tiny_30min.yaml",
+           "ijepa-imagenette": REPO / "configs" / "imagenette_tiny_30min.yaml"}
+THREADS = {"ijepa-30min": "2", "ijepa-imagenette": "2"}  # these had the machine to themselves
+MONITORS = {"ijepa": OUT / "monitor", "ijepa-30min": OUT / "monitor-30min",
+            "ijepa-imagenette": OUT / "monitor-imagenette"}
 CURVE_METRICS = ("rankme", "alpha_req", "lidar", "feature_std")
-EPOCH_SAMPLE = (2, 6, 10, 14, 18)  # checkpoints of the 30-minute run probed linearly (~3 CPU min each)
 CIFAR, IMAGENETTE = CACHE / "cifar10", CACHE / "imagenette"
 DATA = ["--data", "cifar10", "--data-root", str(CIFAR)]
+MONITOR_DATA = {"ijepa-imagenette": ["--data", f"imagefolder:{IMAGENETTE}"]}  # a run is monitored on its own data
 COMMON = ["--cache-dir", str(CACHE / "features"), "--quiet"]
 
 
@@ -101,9 +106,19 @@ def train(name: str) -> None:
         threads=THREADS.get(name, "1"))
 
 
+def saved_checkpoints(name: str) -> list[Path]:
+    """The run's ``-ep{N}`` files, by epoch."""
+    return sorted(run_dir(name).glob("*-ep*.pth.tar"), key=epoch_of)
+
+
+def epoch_of(checkpoint: str | Path) -> int:
+    """N of a ``{tag}-ep{N}.pth.tar`` file."""
+    return int(Path(checkpoint).name.split("-ep")[1].split(".")[0])
+
+
 def final_checkpoint(name: str) -> Path:
     """The run's highest-epoch ``-ep{N}`` file (a run stopped early ends before its config's last)."""
-    files = sorted(run_dir(name).glob("*-ep*.pth.tar"), key=lambda p: int(p.name.split("-ep")[1].split(".")[0]))
+    files = saved_checkpoints(name)
     if not files:
         raise JepaEvalError(f"no checkpoint in {run_dir(name)}", expected="a finished or stopped training run",
                             hint="run this script without --skip-train")
@@ -111,14 +126,23 @@ def final_checkpoint(name: str) -> Path:
 
 
 def models() -> dict[str, str]:
-    """Name -> checkpoint spec of the four compared models."""
-    trained = final_checkpoint("ijepa")
-    architecture = run_dir("ijepa") / "jepa-ep1.pth.tar"  # random:PATH uses only PATH's shape (and --seed)
-    found = {"ijepa": str(trained), "random-init": f"random:{architecture}", "pixels": "pixels:32"}
-    for name in ("ijepa-pixel-target", "ijepa-30min"):
+    """Name -> checkpoint spec of the compared models: the last checkpoint of each run, a random
+    encoder of each trained shape (``random:PATH`` uses only PATH's shape) and raw pixels."""
+    found = {"ijepa": str(final_checkpoint("ijepa")),
+             "random-init": f"random:{run_dir('ijepa') / 'jepa-ep1.pth.tar'}", "pixels": "pixels:32"}
+    for name in ("ijepa-pixel-target", "ijepa-30min", "ijepa-imagenette"):
         if run_dir(name).is_dir():
             found[name] = str(final_checkpoint(name))
+    if "ijepa-imagenette" in found:
+        found["random-init-64px"] = f"random:{found['ijepa-imagenette']}"
     return found
+
+
+def epoch_models() -> dict[str, str]:
+    """Name -> checkpoint of every saved epoch of the 30-minute run but its last (in ``models``)."""
+    if not run_dir("ijepa-30min").is_dir():
+        return {}
+    return {f"ijepa-30min-ep{epoch_of(c)}": str(c) for c in saved_checkpoints("ijepa-30min")[:-1]}
 
 
 def knn_and_curve(compared: dict[str, str]) -> None:
@@ -130,55 +154,17 @@ def knn_and_curve(compared: dict[str, str]) -> None:
             run(JEPA_EVAL, "knn", "--ckpt", spec, "--name", name, *DATA, *COMMON, "--results-dir", str(OUT / "knn"))
     for name, folder in MONITORS.items():
         if run_dir(name).is_dir() and not folder.is_dir():
-            run(JEPA_EVAL, "monitor", str(run_dir(name)), *DATA, "--samples", "5000", "--lidar", *COMMON,
-                "--results-dir", str(folder))
-
-
-def transfer(compared: dict[str, str]) -> None:
-    """Linear transfer of every CIFAR-10 model to Imagenette (train -> val), unless done:
-    the encoders choose between avgpool and avgpool4, raw pixels have the one mode."""
-    if (OUT / "transfer").is_dir():
-        return
-    target = ["--datasets", f"imagefolder:{IMAGENETTE}", *COMMON, "--results-dir", str(OUT / "transfer")]
-    encoders = sum((["--ckpt", f"{n}={s}"] for n, s in compared.items() if n != "pixels"), [])
-    run(JEPA_EVAL, "transfer", *encoders, *target)
-    run(JEPA_EVAL, "transfer", "--ckpt", f"pixels={compared['pixels']}", "--features", "pixels", *target)
-
-
-def transfer_rows(records: list[ResultRecord]) -> list[dict[str, object]]:
-    """Top-1 on Imagenette val of every transfer record, best first."""
-    rows = []
-    for record in records:
-        top1 = next(m["value"] for m in record.metrics if m["name"] == "top1")
-        rows.append({"model": record.model["name"], "features (chosen on val)": record.summary["mode"],
-                     "Imagenette top-1": f"{top1:.2f}"})
-    return sorted(rows, key=lambda r: -float(r["Imagenette top-1"]))
-
-
-def epoch_probes() -> None:
-    """Linear accuracy (avgpool) of every 4th saved epoch of the 30-minute run, unless done."""
-    if (OUT / "epochs").is_dir() or not run_dir("ijepa-30min").is_dir():
-        return
-    ckpts = sum((["--ckpt", f"ep{e}={run_dir('ijepa-30min') / f'jepa-ep{e}.pth.tar'}"] for e in EPOCH_SAMPLE), [])
-    run(JEPA_EVAL, "suite", str(REPO / "protocols" / "case-study-epochs.yaml"), *ckpts, *DATA[2:], *COMMON,
-        "--results-dir", str(OUT / "epochs"), threads="2")
-
-
-def rank_vs_linear_rows(curve: list[dict[str, object]], records: list[ResultRecord]) -> list[dict[str, object]]:
-    """Spearman rho of each monitor metric against linear top-1 over the probed epochs."""
-    linear = {int(r.model["name"].removeprefix("ep")): r.summary["top1"] for r in records}
-    epochs = sorted(linear)
-    return [{"metric": metric, "epochs": " ".join(str(e) for e in epochs),
-             "linear top-1": " ".join(f"{linear[e]:.2f}" for e in epochs),
-             "spearman rho vs linear": f"{rho:.2f}", "p": f"{p:.1g}"}
-            for metric, (_, rho, p) in spearman_by_metric(curve, linear).items()]
+            run(JEPA_EVAL, "monitor", str(run_dir(name)), *MONITOR_DATA.get(name, DATA), "--samples", "5000",
+                "--lidar", *COMMON, "--results-dir", str(folder))
 
 
 def suite(compared: dict[str, str]) -> None:
-    """The case-study suite over the compared models, and its report."""
-    ckpts = sum((["--ckpt", f"{name}={spec}"] for name, spec in compared.items()), [])
+    """One case-study suite run over the compared models and the saved epochs, and its report.
+    Raw pixels go last: their 3,072-d low-shot grid is the slowest entry."""
+    ordered = sorted(compared.items(), key=lambda item: item[1].startswith("pixels:"))
+    ckpts = sum((["--ckpt", f"{name}={spec}"] for name, spec in ordered), [])
     run(JEPA_EVAL, "suite", str(REPO / "protocols" / "case-study.yaml"), *ckpts, *DATA[2:], *COMMON,
-        "--results-dir", str(OUT / "suite"))
+        "--results-dir", str(OUT / "suite"), threads="2")
     run(JEPA_EVAL, "report", str(OUT / "suite"), "--out", str(OUT / "report"))
 
 
@@ -260,11 +246,111 @@ def correlation_rows(curve: list[dict[str, object]]) -> list[dict[str, object]]:
             for metric, (n, rho, p) in spearman_by_metric(curve, knn).items()]
 
 
+def is_transfer(record: ResultRecord) -> bool:
+    """Whether a linear record is the suite's transfer to Imagenette (not CIFAR-10's own probe)."""
+    return bool(record.params.get("transfer", False))
+
+
+def run_of(record: ResultRecord) -> str | None:
+    """The config name whose run folder holds the record's checkpoint; None for random encoders
+    (``random:PATH``) and raw pixels."""
+    path = record.model.get("path") or ""
+    if record.model.get("family") != "ijepa" or ":" in path:
+        return None
+    folder = (REPO / path).resolve().parent
+    return next((name for name in CONFIGS if folder == run_dir(name).resolve()), None)
+
+
+def trained_on(record: ResultRecord) -> str:
+    """The training set of a record's model: "CIFAR-10", "Imagenette", or "-" (random, pixels)."""
+    name = run_of(record)
+    if name is None:
+        return "-"
+    return "Imagenette" if (load_config(CONFIGS[name]).run.dataset or "").startswith("imagefolder:") else "CIFAR-10"
+
+
+def best_linear(records: list[ResultRecord]) -> ResultRecord:
+    """The linear record of the pooling chosen on held-out train (highest ``chosen_val_top1``)."""
+    return max(records, key=lambda r: r.summary["chosen_val_top1"])
+
+
+def suite_rows(records: list[ResultRecord], names: list[str]) -> list[dict[str, object]]:
+    """One row per model of ``names`` (in that order) with its headline number of each suite
+    protocol; a protocol the model lacks shows "-"."""
+    rows = []
+    for name in names:
+        mine = [r for r in records if r.model["name"] == name]
+        if not mine:
+            continue
+        row: dict[str, object] = {"model": name, "trained on": trained_on(mine[0])}
+        cifar_linear = {r.features["mode"]: r for r in mine if r.protocol == "linear" and not is_transfer(r)}
+        for r in mine:
+            if r.protocol == "knn":
+                row["k-NN k=20"] = f"{r.summary['top1_k20']:.2f}"
+            elif r.protocol == "lowshot":
+                for fraction in ("0.01", "0.1"):
+                    mean, std = (r.summary[f"top1_{s}[fraction={fraction}]"] for s in ("mean", "std"))
+                    row[f"{float(fraction):.0%} low-shot"] = f"{mean:.2f} ± {std:.2f}"
+            elif r.protocol == "rank":
+                row["RankMe"] = f"{r.summary['rankme']:.2f}"
+        for mode in ("avgpool", "avgpool4", "pixels"):
+            if mode in cifar_linear:
+                row[f"linear {mode}"] = f"{cifar_linear[mode].summary['top1']:.2f}"
+        transfer = [r for r in mine if is_transfer(r)]
+        if transfer:
+            best = best_linear(transfer)
+            row["Imagenette linear"] = f"{best.summary['top1']:.2f} ({best.features['mode']})"
+        rows.append(row)
+    columns = ["model", "trained on", "k-NN k=20", "linear avgpool", "linear avgpool4", "linear pixels",
+               "1% low-shot", "10% low-shot", "RankMe", "Imagenette linear"]
+    present = [c for c in columns if any(c in r for r in rows)]
+    return [{c: r.get(c, "-") for c in present} for r in rows]
+
+
+def transfer_rows(records: list[ResultRecord], names: list[str]) -> list[dict[str, object]]:
+    """Linear top-1 on CIFAR-10 and on Imagenette (the pooling chosen on held-out train) of
+    every model in ``names``, by training set: both directions of the transfer."""
+    rows = []
+    for name in names:
+        linear = [r for r in records if r.model["name"] == name and r.protocol == "linear"]
+        cifar = [r for r in linear if not is_transfer(r)]
+        imagenette = [r for r in linear if is_transfer(r)]
+        if not (cifar and imagenette):
+            continue
+        row: dict[str, object] = {"model": name, "trained on": trained_on(linear[0])}
+        for label, candidates in (("CIFAR-10", cifar), ("Imagenette", imagenette)):
+            best = best_linear(candidates)
+            row[f"{label} linear top-1"] = f"{best.summary['top1']:.2f} ({best.features['mode']})"
+        rows.append(row)
+    return rows
+
+
+def rank_vs_linear_rows(curve: list[dict[str, object]], records: list[ResultRecord]) -> list[dict[str, object]]:
+    """Spearman rho of each monitor metric against the suite's CIFAR-10 linear top-1 (avgpool and
+    avgpool4) over the saved epochs of the 30-minute run."""
+    rows = []
+    for mode in ("avgpool", "avgpool4"):
+        linear = {epoch_of(r.model["path"]): r.summary["top1"] for r in records
+                  if r.protocol == "linear" and not is_transfer(r) and r.features["mode"] == mode
+                  and run_of(r) == "ijepa-30min"}
+        epochs = sorted(linear)
+        rows += [{"metric": metric, "linear probe": mode, "epochs": " ".join(str(e) for e in epochs),
+                  "linear top-1": " ".join(f"{linear[e]:.2f}" for e in epochs),
+                  "spearman rho vs linear": f"{rho:.2f}", "p": f"{p:.1g}"}
+                 for metric, (_, rho, p) in spearman_by_metric(curve, linear).items()]
+    return rows
+
+
 def summarise() -> None:
     table(training_rows(), "training")
     table(knn_rows(load_records(OUT / "knn")), "knn")
-    if (OUT / "transfer").is_dir():
-        table(transfer_rows(load_records(OUT / "transfer")), "transfer")
+    if (OUT / "suite").is_dir():
+        records = load_records(OUT / "suite")
+        compared, epochs = list(models()), list(epoch_models())
+        table(suite_rows(records, compared), "suite")
+        table(transfer_rows(records, compared), "transfer")
+        if epochs:
+            table(suite_rows(records, [*epochs, "ijepa-30min"]), "epochs")
     for name, folder in MONITORS.items():
         if not folder.is_dir():
             continue
@@ -273,8 +359,8 @@ def summarise() -> None:
         curve = curve_rows(monitor)
         table(curve, stem)
         table(correlation_rows(curve), stem.replace("learning_curve", "rank_vs_knn"))
-        if name == "ijepa-30min" and (OUT / "epochs").is_dir():
-            table(rank_vs_linear_rows(curve, load_records(OUT / "epochs")), "rank_vs_linear-30min")
+        if name == "ijepa-30min" and (OUT / "suite").is_dir():
+            table(rank_vs_linear_rows(curve, load_records(OUT / "suite")), "rank_vs_linear-30min")
         [plot] = folder.glob("*.png")
         shutil.copyfile(plot, OUT / f"{stem}.png")
 
@@ -291,10 +377,8 @@ def main() -> None:
             train(name)
     chosen = models()
     knn_and_curve(chosen)
-    transfer(chosen)
     if not args.skip_suite:
-        suite(chosen)
-        epoch_probes()
+        suite({**chosen, **epoch_models()})
     summarise()
 
 

@@ -1,4 +1,4 @@
-"""The CIFAR-10 case study's configs, suite file and summary helpers (scripts/case_study.py)."""
+"""The case study's configs, suite file and summary helpers (scripts/case_study.py)."""
 
 from __future__ import annotations
 
@@ -42,13 +42,16 @@ def test_the_main_config_is_the_tiny_shape_with_six_to_eight_checkpoints_and_liv
     assert 0 < cfg.run.monitor_every < cfg.optimization.epochs * (cfg.run.max_iters_per_epoch or 391)
 
 
-def test_the_case_study_suite_runs_knn_linear_lowshot_and_rank_on_cifar10() -> None:
+def test_the_case_study_suite_runs_knn_linear_lowshot_rank_on_cifar10_then_transfers_to_imagenette() -> None:
     suite = load_suite(REPO / "protocols" / "case-study.yaml")
-    assert [e.protocol for e in suite.entries] == ["knn", "linear", "lowshot", "rank"]
-    assert {e.dataset for e in suite.entries} == {"cifar10"}
+    assert [e.protocol for e in suite.entries] == ["knn", "linear", "lowshot", "rank", "transfer"]
+    assert {e.dataset for e in suite.entries[:4]} == {"cifar10"}
     linear, lowshot = config_for(suite.entries[1]), config_for(suite.entries[2])
     assert suite.entries[1].modes == ("avgpool", "avgpool4")
     assert lowshot.fractions == (0.01, 0.1) and lowshot.seeds == 5 and linear.select_on == "val"
+    transfer = suite.entries[4]
+    assert transfer.inner == "linear" and transfer.modes == ("avgpool", "avgpool4")
+    assert transfer.datasets == ("imagefolder:.cache/case-study/imagenette",)
 
 
 def _knn_record(name: str, top1_at: dict[int, float]) -> ResultRecord:
@@ -84,9 +87,57 @@ def test_the_30_minute_config_is_the_main_recipe_run_longer() -> None:
     assert long["optimization"]["epochs"] > main["optimization"]["epochs"]
 
 
-def test_the_epochs_suite_probes_last_layer_pooling_linearly_on_cifar10() -> None:
-    [entry] = load_suite(REPO / "protocols" / "case-study-epochs.yaml").entries
-    assert (entry.protocol, entry.dataset, entry.modes) == ("linear", "cifar10", ("avgpool",))
+def test_the_imagenette_config_is_the_30_minute_recipe_on_64_px_crops_with_the_same_grid_and_half_the_lr() -> None:
+    cifar = load_config(REPO / "configs" / "cifar10_tiny_30min.yaml")
+    imagenette = load_config(REPO / "configs" / "imagenette_tiny_30min.yaml")
+    before, after = cifar.to_dict(), imagenette.to_dict()
+    changed = {(s, k) for s in before for k in before[s] if before[s][k] != after[s][k]}
+    assert changed == {("data", "crop_size"), ("mask", "patch_size"), ("logging", "folder"),
+                       ("optimization", "epochs"), ("run", "dataset"), ("run", "data_root"),
+                       ("run", "checkpoint_freq"), ("run", "max_iters_per_epoch"), ("optimization", "lr")}
+    assert imagenette.optimization.lr == cifar.optimization.lr / 2
+    assert cifar.data.crop_size // cifar.mask.patch_size == imagenette.data.crop_size // imagenette.mask.patch_size
+    steps = imagenette.optimization.epochs * (9469 // imagenette.data.batch_size)
+    assert abs(steps - cifar.optimization.epochs * cifar.run.max_iters_per_epoch) <= 100
+
+
+def _record(protocol: str, name: str, summary: dict[str, float], mode: str = "avgpool", *,
+            transfer: bool = False, path: str = "") -> ResultRecord:
+    return ResultRecord(protocol=protocol, protocol_version="1",
+                        model={"name": name, "family": "ijepa", "path": path}, dataset={},
+                        features={"mode": mode}, params={"transfer": transfer} if transfer else {},
+                        metrics=[], summary=summary)
+
+
+def _trained_model_records(name: str, path: str) -> list[ResultRecord]:
+    lowshot = {"top1_mean[fraction=0.01]": 30.0, "top1_std[fraction=0.01]": 1.5,
+               "top1_mean[fraction=0.1]": 40.0, "top1_std[fraction=0.1]": 0.25}
+    return [_record("knn", name, {"top1_k20": 36.5, "best_top1": 37.0}, path=path),
+            _record("linear", name, {"top1": 46.0, "chosen_val_top1": 45.0}, path=path),
+            _record("linear", name, {"top1": 48.0, "chosen_val_top1": 47.0}, "avgpool4", path=path),
+            _record("lowshot", name, lowshot, path=path),
+            _record("rank", name, {"rankme": 16.375}, path=path),
+            _record("linear", name, {"top1": 44.0, "chosen_val_top1": 41.0}, transfer=True, path=path),
+            _record("linear", name, {"top1": 49.0, "chosen_val_top1": 43.0}, "avgpool4", transfer=True, path=path)]
+
+
+def test_suite_rows_give_each_protocols_headline_and_a_dash_for_what_a_model_lacks(script: ModuleType) -> None:
+    path = str(script.run_dir("ijepa-30min") / "jepa-ep18.pth.tar")
+    records = _trained_model_records("ijepa-30min", path)
+    records.append(_record("knn", "pixels", {"top1_k20": 45.4, "best_top1": 45.4}, "pixels"))
+    first, second = script.suite_rows(records, ["ijepa-30min", "pixels", "absent"])
+    assert first == {"model": "ijepa-30min", "trained on": "CIFAR-10", "k-NN k=20": "36.50",
+                     "linear avgpool": "46.00", "linear avgpool4": "48.00", "1% low-shot": "30.00 ± 1.50",
+                     "10% low-shot": "40.00 ± 0.25", "RankMe": "16.38", "Imagenette linear": "49.00 (avgpool4)"}
+    assert second == {**{c: "-" for c in first}, "model": "pixels", "k-NN k=20": "45.40"}
+
+
+def test_transfer_rows_take_the_pooling_chosen_on_held_out_train_in_each_direction(script: ModuleType) -> None:
+    records = _trained_model_records("ijepa-imagenette", str(script.run_dir("ijepa-imagenette") / "jepa-ep24.pth.tar"))
+    records[2].summary["chosen_val_top1"] = 44.0  # avgpool (45.0) now wins on CIFAR-10 held-out train
+    [row] = script.transfer_rows(records, ["ijepa-imagenette"])
+    assert row == {"model": "ijepa-imagenette", "trained on": "Imagenette", "CIFAR-10 linear top-1": "46.00 (avgpool)",
+                   "Imagenette linear top-1": "49.00 (avgpool4)"}
 
 
 def _curve(values: dict[str, list[float]]) -> list[dict[str, object]]:
@@ -100,9 +151,10 @@ def test_rank_metrics_correlate_plus_one_when_rising_with_accuracy_and_minus_one
                     "feature_std": [1, 2, 3, 4], "knn_top1": [20, 25, 30, 35]})
     rho = {r["metric"]: r["spearman rho vs k-NN"] for r in script.correlation_rows(curve)}
     assert rho == {"rankme": "1.00", "alpha_req": "-1.00", "lidar": "0.80", "feature_std": "1.00"}
-    linear = [ResultRecord(protocol="linear", protocol_version="1", model={"name": f"ep{e}"}, dataset={},
-                           features={"mode": "avgpool"}, params={}, metrics=[], summary={"top1": acc})
+    folder = script.run_dir("ijepa-30min")
+    linear = [_record("linear", f"ep{e}", {"top1": acc}, path=str(folder / f"jepa-ep{e}.pth.tar"))
               for e, acc in ((2, 30.0), (6, 31.0), (10, 33.0), (14, 32.0))]
-    rows = {r["metric"]: r for r in script.rank_vs_linear_rows(curve, linear)}
+    other_run = _record("linear", "ijepa", {"top1": 99.0}, path=str(script.run_dir("ijepa") / "jepa-ep6.pth.tar"))
+    rows = {r["metric"]: r for r in script.rank_vs_linear_rows(curve, [*linear, other_run])}
     assert rows["rankme"]["spearman rho vs linear"] == "0.80" and rows["alpha_req"]["spearman rho vs linear"] == "-0.80"
-    assert rows["rankme"]["linear top-1"] == "30.00 31.00 33.00 32.00"
+    assert rows["rankme"]["linear top-1"] == "30.00 31.00 33.00 32.00" and rows["rankme"]["linear probe"] == "avgpool"
