@@ -169,7 +169,10 @@ def suite(compared: dict[str, str]) -> None:
 
 
 def table(rows: list[dict[str, object]], stem: str) -> None:
-    """Write ``rows`` as ``OUT/stem.csv`` and a Markdown table ``OUT/stem.md``."""
+    """Write ``rows`` as ``OUT/stem.csv`` and a Markdown table ``OUT/stem.md`` (none without rows)."""
+    if not rows:
+        print(f"{stem}: no rows yet, table not written")
+        return
     columns = list(rows[0])
     text = io.StringIO()
     writer = csv.DictWriter(text, columns, lineterminator="\n")
