@@ -35,12 +35,14 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import io
 import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from ijepa.config import load_config
 from jepa_eval.atomic import atomic_write_text
@@ -90,14 +92,20 @@ def link_data() -> None:
         link.symlink_to(root)
 
 
+@functools.cache
+def config(name: str) -> Any:
+    """The parsed config of a run (read once)."""
+    return load_config(CONFIGS[name])
+
+
 def run_dir(name: str) -> Path:
     """The training folder (``logging.folder``) of a config."""
-    return REPO / load_config(CONFIGS[name]).logging.folder
+    return REPO / config(name).logging.folder
 
 
 def train(name: str) -> None:
     """Train a config unless its ``{tag}-ep{epochs}`` checkpoint is already on disk."""
-    cfg = load_config(CONFIGS[name])
+    cfg = config(name)
     last = run_dir(name) / f"{cfg.logging.write_tag}-ep{cfg.optimization.epochs}.pth.tar"
     if last.exists():
         print(f"{name}: {last} exists, not retraining")
@@ -187,9 +195,9 @@ def table(rows: list[dict[str, object]], stem: str) -> None:
 def training_rows() -> list[dict[str, object]]:
     """Steps, images, wall time (config written -> last checkpoint written) and throughput per run."""
     rows = []
-    for name, path in CONFIGS.items():
-        cfg = load_config(path)  # not the run's saved copy, which may predate a schema change
-        folder = REPO / cfg.logging.folder
+    for name in CONFIGS:
+        cfg = config(name)  # not the run's saved copy, which may predate a schema change
+        folder = run_dir(name)
         if not folder.is_dir():
             continue
         with open(folder / f"{cfg.logging.write_tag}_r0.csv", newline="") as handle:
@@ -269,12 +277,14 @@ def trained_on(record: ResultRecord) -> str:
     name = run_of(record)
     if name is None:
         return "-"
-    return "Imagenette" if (load_config(CONFIGS[name]).run.dataset or "").startswith("imagefolder:") else "CIFAR-10"
+    return "Imagenette" if (config(name).run.dataset or "").startswith("imagefolder:") else "CIFAR-10"
 
 
-def best_linear(records: list[ResultRecord]) -> ResultRecord:
-    """The linear record of the pooling chosen on held-out train (highest ``chosen_val_top1``)."""
-    return max(records, key=lambda r: r.summary["chosen_val_top1"])
+def best_linear(records: list[ResultRecord]) -> str:
+    """Top-1 and pooling of the linear record chosen on held-out train (highest
+    ``chosen_val_top1``), as a table cell: "49.02 (avgpool4)"."""
+    best = max(records, key=lambda r: r.summary["chosen_val_top1"])
+    return f"{best.summary['top1']:.2f} ({best.features['mode']})"
 
 
 def suite_rows(records: list[ResultRecord], names: list[str]) -> list[dict[str, object]]:
@@ -301,8 +311,7 @@ def suite_rows(records: list[ResultRecord], names: list[str]) -> list[dict[str, 
                 row[f"linear {mode}"] = f"{cifar_linear[mode].summary['top1']:.2f}"
         transfer = [r for r in mine if is_transfer(r)]
         if transfer:
-            best = best_linear(transfer)
-            row["Imagenette linear"] = f"{best.summary['top1']:.2f} ({best.features['mode']})"
+            row["Imagenette linear"] = best_linear(transfer)
         rows.append(row)
     columns = ["model", "trained on", "k-NN k=20", "linear avgpool", "linear avgpool4", "linear pixels",
                "1% low-shot", "10% low-shot", "RankMe", "Imagenette linear"]
@@ -320,11 +329,8 @@ def transfer_rows(records: list[ResultRecord], names: list[str]) -> list[dict[st
         imagenette = [r for r in linear if is_transfer(r)]
         if not (cifar and imagenette):
             continue
-        row: dict[str, object] = {"model": name, "trained on": trained_on(linear[0])}
-        for label, candidates in (("CIFAR-10", cifar), ("Imagenette", imagenette)):
-            best = best_linear(candidates)
-            row[f"{label} linear top-1"] = f"{best.summary['top1']:.2f} ({best.features['mode']})"
-        rows.append(row)
+        rows.append({"model": name, "trained on": trained_on(linear[0]),
+                     "CIFAR-10 linear top-1": best_linear(cifar), "Imagenette linear top-1": best_linear(imagenette)})
     return rows
 
 
@@ -347,8 +353,8 @@ def rank_vs_linear_rows(curve: list[dict[str, object]], records: list[ResultReco
 def summarise() -> None:
     table(training_rows(), "training")
     table(knn_rows(load_records(OUT / "knn")), "knn")
-    if (OUT / "suite").is_dir():
-        records = load_records(OUT / "suite")
+    records = load_records(OUT / "suite") if (OUT / "suite").is_dir() else []
+    if records:
         compared, epochs = list(models()), list(epoch_models())
         table(suite_rows(records, compared), "suite")
         table(transfer_rows(records, compared), "transfer")
@@ -362,8 +368,8 @@ def summarise() -> None:
         curve = curve_rows(monitor)
         table(curve, stem)
         table(correlation_rows(curve), stem.replace("learning_curve", "rank_vs_knn"))
-        if name == "ijepa-30min" and (OUT / "suite").is_dir():
-            table(rank_vs_linear_rows(curve, load_records(OUT / "suite")), "rank_vs_linear-30min")
+        if name == "ijepa-30min" and records:
+            table(rank_vs_linear_rows(curve, records), "rank_vs_linear-30min")
         [plot] = folder.glob("*.png")
         shutil.copyfile(plot, OUT / f"{stem}.png")
 
