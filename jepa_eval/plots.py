@@ -205,43 +205,78 @@ def rank_accuracy_pairs(frame: pd.DataFrame, *, rank_metric: str = "rankme",
                         protocol: str = "linear", metric: str = "top1") -> pd.DataFrame:
     """One row per checkpoint and dataset that has both a rank record and an accuracy record
     with the same feature mode: model, sha256, dataset, mode, ``rank_metric``, accuracy
-    (``{protocol}_{metric}``, mean over seeds)."""
+    (``{protocol}_{metric}``, mean over seeds) and ``rank_bound``, RankMe's ceiling
+    ``min(N, D)`` read back as rankme / rankme_norm (NaN where the record lacks either)."""
     keys = ["model", "sha256", "dataset", "mode"]
-    rank = frame[(frame["protocol"] == "rank") & (frame["metric"] == rank_metric)]
+    rank = frame[frame["protocol"] == "rank"]
     accuracy = frame[(frame["protocol"] == protocol) & (frame["metric"] == metric)]
     if protocol == "knn" and "k" in accuracy:
         accuracy = accuracy[accuracy["k"] == 20]
-    left = rank.groupby(keys, dropna=False)["value"].mean().rename(rank_metric)
-    right = accuracy.groupby(keys, dropna=False)["value"].mean().rename(f"{protocol}_{metric}")
-    return pd.concat([left, right], axis=1, join="inner").reset_index()
+
+    def mean_of(rows: pd.DataFrame, name: str) -> pd.Series:
+        return rows.groupby(keys, dropna=False)["value"].mean().rename(name)
+
+    values = pd.concat([mean_of(rank[rank["metric"] == rank_metric], rank_metric),
+                        mean_of(accuracy, f"{protocol}_{metric}")], axis=1, join="inner")
+    bound = pd.concat([mean_of(rank[rank["metric"] == "rankme"], "rankme_value"),
+                       mean_of(rank[rank["metric"] == "rankme_norm"], "rankme_norm")], axis=1)
+    values["rank_bound"] = (bound["rankme_value"] / bound["rankme_norm"]).round().reindex(values.index)
+    return values.reset_index()
+
+
+def _rho_by_feature_size(data: pd.DataFrame, rank_metric: str, accuracy: str) -> pd.DataFrame:
+    """``data`` with ``spearman_rho``/``spearman_p`` computed within each ``rank_bound`` group.
+
+    A rank metric counts dimensions, so it only ranks features of one size: groups of fewer
+    than 3 points get NaN. Rows without a known bound form one group of their own.
+    """
+    data = data.assign(spearman_rho=np.nan, spearman_p=np.nan)
+    for _, group in data.groupby("rank_bound", dropna=False):
+        if len(group) >= 3:
+            rho, p_value = spearmanr(group[rank_metric], group[accuracy])
+            data.loc[group.index, ["spearman_rho", "spearman_p"]] = [float(rho), float(p_value)]
+    return data
+
+
+def _bound_label(bound: float) -> str:
+    return "min(N, D) unknown" if pd.isna(bound) else f"min(N, D) = {bound:.0f}"
 
 
 def plot_rank_vs_accuracy(frame: pd.DataFrame, stem: str | Path, *, rank_metric: str = "rankme",
                           protocol: str = "linear", metric: str = "top1") -> list[Path]:
     """Scatter of a rank metric against accuracy across checkpoints, Spearman ρ in the title.
 
-    The CSV holds the points plus ``spearman_rho`` and ``spearman_p`` (scipy.stats.spearmanr).
+    ρ is computed among features of one size (one ``rank_bound``, at least 3 points): the CSV
+    holds the points plus each point's group ``spearman_rho`` and ``spearman_p``
+    (scipy.stats.spearmanr), NaN for groups too small to rank. Several sizes get a log x-axis.
     """
-    data = rank_accuracy_pairs(frame, rank_metric=rank_metric, protocol=protocol, metric=metric)
     accuracy = f"{protocol}_{metric}"
-    if len(data) < 3:
+    data = _rho_by_feature_size(rank_accuracy_pairs(frame, rank_metric=rank_metric, protocol=protocol,
+                                                    metric=metric), rank_metric, accuracy)
+    if data["spearman_rho"].isna().all():
+        sizes = data.groupby("rank_bound", dropna=False).size()
         raise JepaEvalError(f"too few checkpoints to correlate {rank_metric} with {protocol} {metric}",
-                            expected="at least 3 (checkpoint, dataset) pairs with both results",
-                            found=f"{len(data)}")
-    rho, p_value = spearmanr(data[rank_metric], data[accuracy])
-    data = data.assign(spearman_rho=float(rho), spearman_p=float(p_value))
+                            expected="at least 3 (checkpoint, dataset) pairs with both results and "
+                                     "features of one size",
+                            found=", ".join(f"{n} with {_bound_label(b)}" for b, n in sizes.items()) or "0")
+    several = data["rank_bound"].nunique(dropna=False) > 1
     fig, (ax,) = _figure(1, width=5.5, height=4.2)
-    for dataset, points in data.groupby("dataset"):
-        ax.scatter(points[rank_metric], points[accuracy], s=30, label=dataset)
+    for (dataset, bound), points in data.groupby(["dataset", "rank_bound"], dropna=False):
+        label = f"{dataset}, {_bound_label(bound)}" if several else dataset
+        ax.scatter(points[rank_metric], points[accuracy], s=30, label=label)
         for _, point in points.iterrows():
             ax.annotate(point["model"], (point[rank_metric], point[accuracy]), fontsize=6,
                         xytext=(3, 3), textcoords="offset points")
+    if several:
+        ax.set_xscale("log")
+    ranked = data.dropna(subset=["spearman_rho"]).groupby("rank_bound", dropna=False)
+    rhos = "; ".join(f"ρ = {g['spearman_rho'].iloc[0]:.2f} (n = {len(g)}"
+                     + (f", {_bound_label(b)})" if several else ")") for b, g in ranked)
     ax.set_xlabel(_metric_label(rank_metric))
     ax.set_ylabel(f"{PROTOCOL_LABELS.get(protocol, protocol)} {_metric_label(metric)}")
     ax.margins(0.1)
     ax.set_title(f"{_metric_label(rank_metric)} vs {PROTOCOL_LABELS.get(protocol, protocol)} "
-                 f"{_metric_label(metric).split(' (')[0]}: "
-                 f"Spearman ρ = {rho:.2f} (n = {len(data)})", fontsize=10)
+                 f"{_metric_label(metric).split(' (')[0]}: Spearman {rhos}", fontsize=9 if several else 10)
     ax.legend(fontsize=8, title="dataset")
     ax.grid(alpha=0.3)
     return save_figure(fig, data, stem)
@@ -264,7 +299,8 @@ def write_plots(frame: pd.DataFrame, folder: str | Path, *,
     if any(p == "monitor" and m in MONITOR_METRICS for p, m in has):
         written += plot_monitor(frame, folder / "monitor", collapse=collapse)
     for rank_metric in ("rankme", "lidar"):
-        if len(rank_accuracy_pairs(frame, rank_metric=rank_metric)) >= 3:
+        pairs = rank_accuracy_pairs(frame, rank_metric=rank_metric)
+        if (pairs.groupby("rank_bound", dropna=False).size() >= 3).any():
             written += plot_rank_vs_accuracy(frame, folder / f"{rank_metric}_vs_linear",
                                              rank_metric=rank_metric)
     return written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -14,7 +15,7 @@ from helpers_report import (COLLAPSE_EPOCH, LIDAR, LINEAR_TOP1, LOWSHOT, MONITOR
 from jepa_eval import plots
 from jepa_eval.errors import JepaEvalError
 from jepa_eval.report import collapse_epochs, tidy_frame
-from jepa_eval.results import load_records
+from jepa_eval.results import ResultRecord, load_records
 
 STEMS = ("bars_knn", "bars_linear", "bars_lowshot", "lowshot_curves", "knn_vs_k", "monitor",
          "rankme_vs_linear", "lidar_vs_linear")
@@ -96,6 +97,39 @@ def test_scatter_needs_three_checkpoints(tmp_path):
     with pytest.raises(JepaEvalError, match="at least 3"):
         plots.plot_rank_vs_accuracy(frame, tmp_path / "scatter")
     assert not list(tmp_path.iterdir())
+
+
+def _raw_pixels(record: ResultRecord, metrics: list[dict[str, object]]) -> ResultRecord:
+    """``record`` as if measured on 3,072-d raw pixels: another model name, mode and metrics."""
+    model = {**record.model, "name": "pixels", "sha256": None}
+    return replace(record, model=model, features={**record.features, "mode": "pixels"}, metrics=metrics)
+
+
+def test_scatter_ranks_only_features_of_one_size(tmp_path):
+    """Raw pixels' RankMe (out of 3,072) sits beside 768-d encoders' but is not ranked with them:
+    the encoders' rho is unchanged and the lone pixel point has none."""
+    names = list(RANKME)
+    records = [rank_record(n) for n in names] + [linear_record(n, 0) for n in names]
+    pixel_rank = _raw_pixels(rank_record(names[0]), [{"name": "rankme", "value": 2000.0},
+                                                     {"name": "rankme_norm", "value": 2000.0 / 3072}])
+    pixel_linear = _raw_pixels(linear_record(names[0], 0), [{"name": "top1", "value": 10.0}])
+    data = pd.read_csv(plots.plot_rank_vs_accuracy(tidy_frame(records + [pixel_rank, pixel_linear]),
+                                                   tmp_path / "scatter")[-1])
+    encoders = data[data["model"] != "pixels"]
+    assert set(encoders["rank_bound"]) == {768} and data.loc[data["model"] == "pixels", "rank_bound"].item() == 3072
+    expected = spearmanr([RANKME[n] for n in names], [LINEAR_TOP1[n][0] for n in names]).statistic
+    assert encoders["spearman_rho"].tolist() == pytest.approx([expected] * len(names))
+    assert data.loc[data["model"] == "pixels", "spearman_rho"].isna().all()
+
+
+def test_scatter_of_mixed_sizes_with_no_group_of_three_is_an_error(tmp_path):
+    names = list(RANKME)[:2]
+    records = [rank_record(n) for n in names] + [linear_record(n, 0) for n in names]
+    records += [_raw_pixels(rank_record(names[0]), [{"name": "rankme", "value": 2000.0},
+                                                    {"name": "rankme_norm", "value": 2000.0 / 3072}]),
+                _raw_pixels(linear_record(names[0], 0), [{"name": "top1", "value": 10.0}])]
+    with pytest.raises(JepaEvalError, match="2 with min\\(N, D\\) = 768, 1 with min\\(N, D\\) = 3072"):
+        plots.plot_rank_vs_accuracy(tidy_frame(records), tmp_path / "scatter")
 
 
 def test_monitor_plot_without_monitor_results_is_an_error(tmp_path):
