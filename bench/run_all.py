@@ -3,8 +3,7 @@
 Benches (each also runnable alone): k-NN (bench_knn), linear probe (bench_linear), low-shot
 logistic regression (bench_lowshot), feature reuse of a suite (bench_reuse), extraction
 throughput (bench_extract), peak memory of a large k-NN (bench_memory) and the I-JEPA trainer
-step (``bench/bench_trainer.py``, run as its own process; its speed ratio ours/plain goes in
-the table). ``latest.md`` starts with the hardware, the load average before and after, the
+step against a straightforward one (bench_trainer: speed and peak memory). ``latest.md`` starts with the hardware, the load average before and after, the
 exact command and the total time.
 
 Usage: ``python bench/run_all.py [--quick] [--repeats R] [--out DIR] [--only NAME ...]``.
@@ -14,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -27,28 +24,8 @@ import bench_linear
 import bench_lowshot
 import bench_memory
 import bench_reuse
-from benchlib import RESULTS_DIR, Row, check_target, hardware, make_row, print_ratios, write_tables
-
-TRAINER_SCRIPT = Path(__file__).resolve().parent / "bench_trainer.py"
-TRAINER_FULL = ["--model", "vit_small", "--batch", "8", "--img", "96", "--patch", "16", "--steps", "3",
-                "--pred-depth", "4"]
-TRAINER_QUICK = ["--model", "vit_tiny", "--batch", "2", "--img", "32", "--patch", "8", "--steps", "1",
-                 "--pred-depth", "1"]
-
-
-def trainer(quick: bool, repeats: int | None) -> list[Row]:
-    """Run ``bench_trainer.py`` and turn its printed steps/s and ratio into a row."""
-    args = TRAINER_QUICK if quick else TRAINER_FULL
-    done = subprocess.run([sys.executable, str(TRAINER_SCRIPT), *args], capture_output=True, text=True,
-                          check=True)
-    rates = dict(re.findall(r"^(ours|plain)\s+([\d.]+)", done.stdout, flags=re.MULTILINE))
-    ratio = float(re.search(r"speed x([\d.]+)", done.stdout).group(1))
-    return [make_row("trainer", " ".join(args), "I-JEPA step (ours)", "plain step", "steps/s",
-                     float(rates["ours"]), float(rates["plain"]), ratio, ">= 1.3", 1,
-                     "speed-up measured by bench_trainer.py (2 warm-up steps, then the timed steps)",
-                     miss_note="measured on CPU in float32, where ours gets no bf16 autocast and the "
-                               "timed steps are few; see bench_trainer.py for what differs")]
-
+import bench_trainer
+from benchlib import RESULTS_DIR, Row, hardware, print_ratios, write_tables
 
 BENCHES: dict[str, Callable[[bool, int | None], list[Row]]] = {
     "knn": bench_knn.run,
@@ -57,7 +34,7 @@ BENCHES: dict[str, Callable[[bool, int | None], list[Row]]] = {
     "reuse": bench_reuse.run,
     "extract": bench_extract.run,
     "memory": bench_memory.run,
-    "trainer": trainer,
+    "trainer": bench_trainer.run,
 }
 
 
