@@ -15,16 +15,13 @@ from __future__ import annotations
 
 import json
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from benchlib import Row, bench_main, make_row
+from benchlib import Row, bench_main, make_row, run_child
 
-BENCH_DIR = Path(__file__).resolve().parent
 FULL = {"train": 200_000, "test": 5_000, "dim": 384}
 QUICK = {"train": 5_000, "test": 500, "dim": 32}
 MIB = 2 ** 20
@@ -62,10 +59,7 @@ def measure_child(num_train: int, num_test: int, dim: int) -> None:
 
 def run(quick: bool, repeats: int | None) -> list[Row]:
     size = QUICK if quick else FULL
-    code = (f"import sys; sys.path.insert(0, {str(BENCH_DIR)!r}); from bench_memory import measure_child; "
-            f"measure_child({size['train']}, {size['test']}, {size['dim']})")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    measured = run_child("bench_memory", f"measure_child({size['train']}, {size['test']}, {size['dim']})")
     growth = measured["after"] - measured["before"]
     dense = 4 * size["train"] * size["test"]
     case = f"{size['train']}x{size['dim']} train vs {size['test']} test"

@@ -13,7 +13,7 @@ update per step:
 Cases: the shipped CPU recipe (``configs/cifar10_tiny_30min.yaml``: ViT 128 x 4, patch 4 on
 32 px, batch 128, predictor 64 x 3) and ViT-S/16 at 96 px, batch 8 (a wider model with longer
 rows per patch); ``--quick``: a tiny ViT at batch 2. Speed: seconds per block of steps,
-timed in one process, interleaved, median over repeats. Memory: each step in a fresh process;
+timed in one process, interleaved, median over repeats. Memory: each candidate in a fresh process;
 on CPU the growth of its peak resident set (``VmHWM``) over the training steps, on CUDA
 ``max_memory_allocated`` during them.
 
@@ -25,8 +25,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,11 +34,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchlib import Row, bench_main, interleaved_medians, make_row
+from benchlib import Row, bench_main, interleaved_medians, make_row, run_child
 from bench_memory import peak_rss_bytes
 
 REPO = Path(__file__).resolve().parents[1]
-BENCH_DIR = Path(__file__).resolve().parent
 MIB = 2 ** 20
 SPEED_TARGET = ">= 1.3"
 MEMORY_TARGET = "<= 1.0"
@@ -170,10 +167,9 @@ def make_steps(case: Case, device: torch.device) -> tuple[dict[str, Callable[[],
 
 
 def measure_memory_child(case_index: int, quick: bool, which: str) -> None:
-    """In a fresh process: print JSON {before, after} peak bytes around one candidate's steps
-    (resident set on CPU, CUDA allocations on a GPU). One warm-up call precedes ``before``
-    on CUDA only, where the allocator's peak can be reset."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """In a fresh process: print JSON {before, after} peak bytes around one candidate's first
+    steps (resident set on CPU, CUDA allocations on a GPU), optimiser state included."""
+    device = _device()
     steps, _ = make_steps((QUICK if quick else FULL)[case_index], device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -189,16 +185,16 @@ def measure_memory_child(case_index: int, quick: bool, which: str) -> None:
 
 def _memory(case_index: int, quick: bool, which: str) -> float:
     """Peak memory growth (MiB) of ``which`` on a case, measured in a fresh process."""
-    code = (f"import sys; sys.path.insert(0, {str(BENCH_DIR)!r}); sys.path.insert(0, {str(REPO)!r}); "
-            f"from bench_trainer import measure_memory_child; "
-            f"measure_memory_child({case_index}, {quick}, {which!r})")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    measured = run_child("bench_trainer", f"measure_memory_child({case_index}, {quick}, {which!r})")
     return (measured["after"] - measured["before"]) / MIB
 
 
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def run(quick: bool, repeats: int | None) -> list[Row]:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = _device()
     precision = "bf16 autocast (ours)" if device.type == "cuda" else "float32"
     rows = []
     for index, case in enumerate(QUICK if quick else FULL):

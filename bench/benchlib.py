@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
 import os
 import platform
 import statistics
@@ -97,6 +98,16 @@ def interleaved_medians(candidates: dict[str, Callable[[], object]], repeats: in
             elapsed, last[name] = time_call(fn)
             seconds[name].append(elapsed)
     return {name: statistics.median(values) for name, values in seconds.items()}, last
+
+
+def run_child(module: str, call: str) -> dict[str, object]:
+    """Run ``module.call`` (a Python call expression) in a fresh interpreter with ``bench/`` and
+    the repository on its path, and return the JSON object of its last printed line."""
+    bench_dir = Path(__file__).resolve().parent
+    code = (f"import sys; sys.path[:0] = [{str(bench_dir)!r}, {str(bench_dir.parent)!r}]; "
+            f"import {module}; {module}.{call}")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _lscpu_model() -> str:

@@ -3,8 +3,9 @@
 Benches (each also runnable alone): k-NN (bench_knn), linear probe (bench_linear), low-shot
 logistic regression (bench_lowshot), feature reuse of a suite (bench_reuse), extraction
 throughput (bench_extract), peak memory of a large k-NN (bench_memory) and the I-JEPA trainer
-step against a straightforward one (bench_trainer: speed and peak memory). ``latest.md`` starts with the hardware, the load average before and after, the
-exact command and the total time.
+step against a straightforward one (bench_trainer: speed and peak memory). ``latest.md``
+starts with the hardware, the load average before and after, the exact command and the total
+time.
 
 Usage: ``python bench/run_all.py [--quick] [--repeats R] [--out DIR] [--only NAME ...]``.
 """

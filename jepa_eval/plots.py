@@ -28,6 +28,8 @@ METRIC_LABELS = {"top1": "top-1 accuracy (%)", "top5": "top-5 accuracy (%)", "ra
                  "lidar": "LiDAR", "alpha_req": "α-ReQ (α)", "knn_top1": "k-NN top-1 (%)",
                  "feature_std": "feature std", "rankme_norm": "RankMe / min(N, D)"}
 MONITOR_METRICS = ("rankme", "alpha_req", "lidar", "knn_top1")
+#: Fewest checkpoints of one feature size that a Spearman rho is computed over.
+MIN_RANKED = 3
 
 
 def _figure(panels: int, width: float = 5.0, height: float = 3.6) -> tuple[Figure, list[Any]]:
@@ -224,15 +226,20 @@ def rank_accuracy_pairs(frame: pd.DataFrame, *, rank_metric: str = "rankme",
     return values.reset_index()
 
 
+def _sizes(pairs: pd.DataFrame) -> pd.Series:
+    """Points per feature size (``rank_bound``; an unknown bound is a size of its own)."""
+    return pairs.groupby("rank_bound", dropna=False).size()
+
+
 def _rho_by_feature_size(data: pd.DataFrame, rank_metric: str, accuracy: str) -> pd.DataFrame:
     """``data`` with ``spearman_rho``/``spearman_p`` computed within each ``rank_bound`` group.
 
     A rank metric counts dimensions, so it only ranks features of one size: groups of fewer
-    than 3 points get NaN. Rows without a known bound form one group of their own.
+    than :data:`MIN_RANKED` points get NaN. Rows without a known bound form one group of their own.
     """
     data = data.assign(spearman_rho=np.nan, spearman_p=np.nan)
     for _, group in data.groupby("rank_bound", dropna=False):
-        if len(group) >= 3:
+        if len(group) >= MIN_RANKED:
             rho, p_value = spearmanr(group[rank_metric], group[accuracy])
             data.loc[group.index, ["spearman_rho", "spearman_p"]] = [float(rho), float(p_value)]
     return data
@@ -246,20 +253,21 @@ def plot_rank_vs_accuracy(frame: pd.DataFrame, stem: str | Path, *, rank_metric:
                           protocol: str = "linear", metric: str = "top1") -> list[Path]:
     """Scatter of a rank metric against accuracy across checkpoints, Spearman ρ in the title.
 
-    ρ is computed among features of one size (one ``rank_bound``, at least 3 points): the CSV
-    holds the points plus each point's group ``spearman_rho`` and ``spearman_p``
-    (scipy.stats.spearmanr), NaN for groups too small to rank. Several sizes get a log x-axis.
+    ρ is computed among features of one size (one ``rank_bound``, at least :data:`MIN_RANKED`
+    points): the CSV holds the points plus each point's group ``spearman_rho`` and
+    ``spearman_p`` (scipy.stats.spearmanr), NaN for groups too small to rank. Several sizes
+    get a log x-axis.
     """
     accuracy = f"{protocol}_{metric}"
-    data = _rho_by_feature_size(rank_accuracy_pairs(frame, rank_metric=rank_metric, protocol=protocol,
-                                                    metric=metric), rank_metric, accuracy)
-    if data["spearman_rho"].isna().all():
-        sizes = data.groupby("rank_bound", dropna=False).size()
+    pairs = rank_accuracy_pairs(frame, rank_metric=rank_metric, protocol=protocol, metric=metric)
+    sizes = _sizes(pairs)
+    if not (sizes >= MIN_RANKED).any():
         raise JepaEvalError(f"too few checkpoints to correlate {rank_metric} with {protocol} {metric}",
-                            expected="at least 3 (checkpoint, dataset) pairs with both results and "
+                            expected=f"at least {MIN_RANKED} (checkpoint, dataset) pairs with both results and "
                                      "features of one size",
                             found=", ".join(f"{n} with {_bound_label(b)}" for b, n in sizes.items()) or "0")
-    several = data["rank_bound"].nunique(dropna=False) > 1
+    data = _rho_by_feature_size(pairs, rank_metric, accuracy)
+    several = len(sizes) > 1
     fig, (ax,) = _figure(1, width=5.5, height=4.2)
     for (dataset, bound), points in data.groupby(["dataset", "rank_bound"], dropna=False):
         label = f"{dataset}, {_bound_label(bound)}" if several else dataset
@@ -299,8 +307,7 @@ def write_plots(frame: pd.DataFrame, folder: str | Path, *,
     if any(p == "monitor" and m in MONITOR_METRICS for p, m in has):
         written += plot_monitor(frame, folder / "monitor", collapse=collapse)
     for rank_metric in ("rankme", "lidar"):
-        pairs = rank_accuracy_pairs(frame, rank_metric=rank_metric)
-        if (pairs.groupby("rank_bound", dropna=False).size() >= 3).any():
+        if (_sizes(rank_accuracy_pairs(frame, rank_metric=rank_metric)) >= MIN_RANKED).any():
             written += plot_rank_vs_accuracy(frame, folder / f"{rank_metric}_vs_linear",
                                              rank_metric=rank_metric)
     return written
