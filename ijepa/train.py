@@ -9,7 +9,8 @@ resumed run continues exactly where the interrupted one stopped.
 
 Files in ``logging.folder``: ``{tag}-latest.pth.tar`` (every epoch), ``{tag}-ep{N}.pth.tar``
 (every ``run.checkpoint_freq`` epochs), ``{tag}_r{rank}.csv`` (one row per iteration),
-``{tag}_monitor.csv`` (RankMe of the target encoder, when ``run.monitor_every`` > 0) and
+``{tag}_monitor.csv`` (RankMe, feature std and optionally k-NN accuracy of the target
+encoder, when ``run.monitor_every`` > 0) and
 ``params-ijepa.yaml`` (the resolved config).
 """
 
@@ -92,6 +93,13 @@ def image_folder(cfg: TrainConfig) -> Path:
     return folder / "train" if (folder / "train").is_dir() else folder
 
 
+def eval_folder(cfg: TrainConfig) -> Path:
+    """The held-out images of a config without ``run.dataset``: a ``val`` or ``test`` folder
+    beside the training folder, else the training folder itself."""
+    folder = image_folder(cfg)
+    return next((folder.parent / s for s in ("val", "test") if (folder.parent / s).is_dir()), folder)
+
+
 def build_images(cfg: TrainConfig, split: str, transform: Callable) -> Dataset:
     """The registry dataset ``run.dataset`` (split ``split``), else an ImageFolder of the config's folder."""
     if cfg.run.dataset:
@@ -102,9 +110,7 @@ def build_images(cfg: TrainConfig, split: str, transform: Callable) -> Dataset:
         return build_dataset(cfg.run.dataset, name, data_root=cfg.run.data_root, transform=transform)
     from torchvision.datasets import ImageFolder
 
-    folder = image_folder(cfg)
-    if split != "train":
-        folder = next((folder.parent / s for s in ("val", "test") if (folder.parent / s).is_dir()), folder)
+    folder = image_folder(cfg) if split == "train" else eval_folder(cfg)
     if not folder.is_dir():
         raise JepaEvalError(f"training images not found at {folder}",
                             expected="data.root_path/data.image_folder holding class folders of images (or a train/ folder of them)",
@@ -203,6 +209,13 @@ class CsvLog:
     def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
         self.path, self.columns = path, columns
         new = not path.exists() or path.stat().st_size == 0
+        if not new:
+            with open(path, newline="") as existing:
+                header = tuple(next(csv.reader(existing), ()))
+            if header != columns:
+                raise JepaEvalError(f"cannot append to the log {path}: its columns differ",
+                                    expected=",".join(columns), found=",".join(header),
+                                    hint="resume with the config that wrote it, or move the file away")
         self.handle = open(path, "a", newline="")
         self.writer = csv.writer(self.handle)
         if new:
@@ -218,38 +231,85 @@ class CsvLog:
 
 class CollapseMonitor:
     """RankMe and feature std of the target encoder's average-pooled features on a fixed batch
-    of held-out images (eval transform), logged to ``{tag}_monitor.csv``. Warns on collapse:
-    RankMe below 20% of its peak so far, or below 1% of min(N, D)."""
+    of held-out images (eval transform), and with ``run.monitor_knn`` > 0 their k-NN top-1
+    accuracy (DINO's weighted vote, k = ``run.monitor_knn_k``) against a fixed memory bank of
+    that many training images; logged to ``{tag}_monitor.csv``. Warns on collapse: RankMe below
+    20% of its peak so far, or below 1% of min(N, D).
+
+    Both image sets are picked evenly spaced over their split (so every class of a
+    class-sorted folder is represented) and held in memory as float32 [N, 3, S, S]. Where the
+    held-out images are the training folder itself, the bank leaves them out.
+    """
 
     def __init__(self, cfg: TrainConfig, path: Path) -> None:
         from jepa_eval.datasets import eval_transform
 
         name = cfg.run.dataset or f"imagefolder:{image_folder(cfg)}"
-        dataset = build_images(cfg, "eval", eval_transform(cfg.data.crop_size, name))
-        n = min(cfg.run.monitor_samples, len(dataset))
-        index = np.linspace(0, len(dataset) - 1, n).round().astype(int)
-        self.images = torch.stack([dataset[int(i)][0] for i in index])
-        self.log = CsvLog(path, MONITOR_COLUMNS)
+        transform = eval_transform(cfg.data.crop_size, name)
+        held_out = build_images(cfg, "eval", transform)
+        index = _spaced(range(len(held_out)), cfg.run.monitor_samples)
+        self.images, self.labels = _stack(held_out, index)
+        self.k = cfg.run.monitor_knn_k
+        self.bank: tuple[torch.Tensor, torch.Tensor] | None = None
+        if cfg.run.monitor_knn:
+            train_images = build_images(cfg, "train", transform)
+            shared = cfg.run.dataset is None and eval_folder(cfg) == image_folder(cfg)
+            pool = sorted(set(range(len(train_images))) - set(index)) if shared else range(len(train_images))
+            if len(pool) < self.k:
+                raise JepaEvalError("too few training images for the monitor's k-NN",
+                                    expected=f"at least run.monitor_knn_k = {self.k} training images "
+                                             "outside the monitor's held-out set",
+                                    found=f"{len(pool)}", hint="lower run.monitor_knn_k or run.monitor_samples")
+            self.bank = _stack(train_images, _spaced(pool, cfg.run.monitor_knn))
+        columns = MONITOR_COLUMNS + (("knn_top1",) if self.bank is not None else ())
+        self.log = CsvLog(path, columns)
         self.peak = 0.0
 
     @torch.no_grad()
-    def __call__(self, encoder: MaskedEncoder, step: int, epoch: int, device: torch.device,
-                 autocast: Callable[[], contextlib.AbstractContextManager]) -> dict[str, float]:
+    def __call__(self, encoder: Callable[[torch.Tensor], torch.Tensor], step: int, epoch: int,
+                 device: torch.device, autocast: Callable[[], contextlib.AbstractContextManager]) -> dict[str, float]:
+        from jepa_eval.protocols.knn import KNNConfig, knn_evaluate
         from jepa_eval.protocols.rank import feature_std, rankme
 
-        feats = []
-        for chunk in self.images.split(64):
-            with autocast():
-                feats.append(encoder(chunk.to(device)).mean(dim=1).float().cpu())
-        z = torch.cat(feats)
+        z = _pooled(encoder, self.images, device, autocast)
         row = {"step": step, "epoch": epoch, "rankme": rankme(z), "feature_std": feature_std(z)}
+        if self.bank is not None:
+            bank = _pooled(encoder, self.bank[0], device, autocast)
+            metrics = knn_evaluate(bank.numpy(), self.bank[1].numpy(), z.numpy(), self.labels.numpy(),
+                                   KNNConfig(ks=(self.k,)))
+            row["knn_top1"] = next(m.value for m in metrics if m.name == "top1")
         self.log.write(row)
+        logger.info("monitor at step %d: %s", step,
+                    ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key not in ("step", "epoch")))
         self.peak = max(self.peak, row["rankme"])
         floor = 0.01 * min(z.shape)
         if row["rankme"] < 0.2 * self.peak or row["rankme"] < floor:
             warnings.warn(f"representation collapse at step {step}: RankMe {row['rankme']:.2f} "
                           f"(peak {self.peak:.2f}, floor {floor:.2f})", RuntimeWarning, stacklevel=2)
         return row
+
+
+def _spaced(pool: Any, n: int) -> list[int]:
+    """``n`` (or all, if fewer) indices of the sequence ``pool``, evenly spaced over it."""
+    pool = list(pool)
+    picks = np.linspace(0, len(pool) - 1, min(n, len(pool))).round().astype(int)
+    return [pool[i] for i in picks]
+
+
+def _stack(dataset: Dataset, index: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images [N, 3, S, S] float32 and labels [N] int64 of ``dataset`` at ``index``."""
+    pairs = [dataset[i] for i in index]
+    return torch.stack([image for image, _ in pairs]), torch.tensor([int(label) for _, label in pairs])
+
+
+def _pooled(encoder: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, device: torch.device,
+            autocast: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor:
+    """Average-pooled encoder tokens, float32 [N, D] on the CPU, 64 images at a time."""
+    feats = []
+    for chunk in images.split(64):
+        with autocast():
+            feats.append(encoder(chunk.to(device)).mean(dim=1).float().cpu())
+    return torch.cat(feats)
 
 
 # ---------------------------------------------------------------------------- the run

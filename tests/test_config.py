@@ -158,6 +158,8 @@ def test_wrong_types_name_the_key(key: str, value: object, path: str) -> None:
     ({"optimization.ema": [0.996, 1.01]}, "optimization.ema[1]"),
     ({"optimization.ema": [-0.1, 1.0]}, "optimization.ema[0]"),
     ({"mask.min_keep": 225}, "mask.min_keep"),
+    ({"run.monitor_knn": 1000}, "run.monitor_knn"),
+    ({"run.monitor_every": 10, "run.monitor_knn": 10, "run.monitor_knn_k": 20}, "run.monitor_knn_k"),
 ])
 def test_impossible_values_name_the_key(changes: dict, path: str) -> None:
     d = official_dict()

@@ -240,6 +240,74 @@ def test_monitor_warns_when_rankme_falls_below_a_fifth_of_its_peak(images: Path,
     monitor.log.close()
 
 
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """root/colours/{train: 12, val: 4 images a class}/{red, blue}/: noisy 32 x 32 pictures whose
+    mean colour is the class (red (200, 30, 30) or blue (30, 30, 200))."""
+    root = tmp_path_factory.mktemp("colours")
+    rng = np.random.default_rng(1)
+    for split, count in (("train", 12), ("val", 4)):
+        for name, rgb in (("blue", (30, 30, 200)), ("red", (200, 30, 30))):
+            folder = root / "colours" / split / name
+            folder.mkdir(parents=True)
+            for i in range(count):
+                pixels = np.clip(np.array(rgb) + rng.normal(0, 20, (32, 32, 3)), 0, 255).astype(np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+def mean_colour_tokens(x: torch.Tensor) -> torch.Tensor:
+    """An 'encoder' whose tokens are the pixels [B, H*W, 3]: its average pool is the mean colour."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def test_monitor_knn_scores_held_out_images_against_a_bank_of_training_images(colours: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(config(colours, tmp_path, data={"image_folder": "colours"},
+                                  run={"monitor_every": 1, "monitor_samples": 8, "monitor_knn": 10,
+                                       "monitor_knn_k": 5}))
+    monitor = CollapseMonitor(cfg, tmp_path / "monitor.csv")
+    assert monitor.images.shape == (8, 3, 32, 32) and monitor.labels.tolist() == [0] * 4 + [1] * 4
+    assert monitor.bank is not None and monitor.bank[0].shape == (10, 3, 32, 32)
+    assert sorted(monitor.bank[1].tolist()) == [0] * 5 + [1] * 5  # evenly spaced: both classes
+    separable = monitor(mean_colour_tokens, 1, 1, torch.device("cpu"), contextlib.nullcontext)
+    assert separable["knn_top1"] == 100.0  # the mean colour is the class
+    constant = monitor(lambda x: torch.ones(x.shape[0], 4, 3), 2, 1, torch.device("cpu"), contextlib.nullcontext)
+    assert constant["knn_top1"] == 50.0  # every vote ties: one class for all, right for half
+    monitor.log.close()
+    lines = (tmp_path / "monitor.csv").read_text().splitlines()
+    assert lines[0] == "step,epoch,rankme,feature_std,knn_top1" and lines[1].endswith(",100.0")
+
+
+def test_monitor_knn_bank_leaves_out_the_held_out_images_when_they_share_a_folder(images: Path, tmp_path: Path) -> None:
+    # `images` has no val folder: the monitor's held-out images come from the training folder
+    cfg = config_from_dict(config(images, tmp_path, run={"monitor_every": 1, "monitor_samples": 16,
+                                                         "monitor_knn": 32, "monitor_knn_k": 5}))
+    monitor = CollapseMonitor(cfg, tmp_path / "monitor.csv")
+    monitor.log.close()
+    assert monitor.bank is not None
+    bank = monitor.bank[0].flatten(1)
+    assert bank.shape[0] == 16  # 32 images, 16 held out: the bank is the other 16
+    assert torch.cdist(monitor.images.flatten(1), bank).min() > 0  # no query is in the bank
+
+
+def test_training_with_the_knn_monitor_logs_knn_every_time(colours: Path, tmp_path: Path) -> None:
+    cfg = config_from_dict(config(colours, tmp_path, data={"image_folder": "colours"}, optimization={"epochs": 1},
+                                  run={"monitor_every": 1, "monitor_samples": 8, "monitor_knn": 16, "monitor_knn_k": 5}))
+    result = train(cfg, progress=False)
+    assert len(result.monitor) == 3  # 24 training images, batch 8
+    assert all(0.0 <= row["knn_top1"] <= 100.0 for row in result.monitor)
+    header = (tmp_path / "jepa_monitor.csv").read_text().splitlines()[0]
+    assert header.endswith(",knn_top1")
+
+
+def test_a_log_with_other_columns_is_never_appended_to(tmp_path: Path) -> None:
+    path = tmp_path / "jepa_monitor.csv"
+    path.write_text("step,epoch,rankme,feature_std\n2,1,3.5,0.1\n")
+    with pytest.raises(JepaEvalError, match="columns differ"):
+        ijepa.train.CsvLog(path, ijepa.train.MONITOR_COLUMNS + ("knn_top1",))
+    assert path.read_text() == "step,epoch,rankme,feature_std\n2,1,3.5,0.1\n"
+
+
 def test_missing_training_images_are_an_error(tmp_path: Path) -> None:
     cfg = config_from_dict(config(tmp_path, tmp_path / "logs"))
     with pytest.raises(JepaEvalError, match="training images not found"):
