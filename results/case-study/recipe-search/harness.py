@@ -7,6 +7,10 @@ context encoder's avg-pooled features on a fixed class-balanced subset of CIFAR-
 
 ``_init`` in the overrides re-initialises the patch embedding ('xavier' as MAE does, 'default'
 PyTorch's, 'stdX' trunc-normal of std X) instead of the official trunc-normal(0.02).
+
+    .venv/bin/python results/case-study/recipe-search/harness.py --score CKPT [CKPT ...]
+
+scores existing checkpoints of the CIFAR-10 recipe the same way, without training.
 """
 import json, sys, time
 import numpy as np, torch
@@ -15,6 +19,39 @@ sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[3]
 from ijepa.config import load_config, config_from_dict
 import ijepa.train as T
 from jepa_eval.protocols.knn import knn_evaluate, KNNConfig
+
+data = np.load('.cache/recipe-search/cifar.npz')
+def subset(x, y, per):
+    idx = np.concatenate([np.where(y == c)[0][:per] for c in range(10)])
+    return x[idx], y[idx]
+xtr, ytr = subset(data['x_train'], data['y_train'], 1000)
+xte, yte = subset(data['x_test'], data['y_test'], 500)
+mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1); std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+def tens(x): return (torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - mean) / std
+@torch.no_grad()
+def feats(enc, x):
+    enc.eval()
+    return torch.cat([enc(tens(x[i:i + 500])).mean(1) for i in range(0, len(x), 500)]).numpy()
+def knn(enc):
+    from jepa_eval.protocols.rank import rankme
+    a, b = feats(enc, xtr), feats(enc, xte)
+    r = knn_evaluate(a, ytr, b, yte, KNNConfig(ks=(20,)))
+    return [m.value for m in r if m.name == 'top1'][0], rankme(b)
+
+from ijepa.checkpoint import strip_prefix
+def score(m, ck):
+    """(target-encoder k-NN, context-encoder k-NN, target RankMe) of checkpoint dict ck loaded into m."""
+    m.target_encoder.load_state_dict(strip_prefix(ck['target_encoder']))
+    acc, rk = knn(m.target_encoder)
+    m.encoder.load_state_dict(strip_prefix(ck['encoder']))
+    return acc, knn(m.encoder)[0], rk
+
+if sys.argv[1] == '--score':
+    for path in sys.argv[2:]:
+        ck = torch.load(path, map_location='cpu', weights_only=False)
+        acc, acc_ctx, rk = score(T.build_model(load_config('configs/cifar10_tiny.yaml')), ck)
+        print(json.dumps(dict(ckpt=path, steps=ck['itr'], knn20=acc, knn20_ctx=acc_ctx, rankme=rk)))
+    sys.exit()
 
 name = sys.argv[1]; over = json.loads(sys.argv[2]); steps = int(sys.argv[3])
 init = over.pop('_init', 'official')
@@ -46,34 +83,10 @@ def build(cfg):
     return m
 T.build_model = build
 
-data = np.load('.cache/recipe-search/cifar.npz')
-def subset(x, y, per):
-    idx = np.concatenate([np.where(y == c)[0][:per] for c in range(10)])
-    return x[idx], y[idx]
-xtr, ytr = subset(data['x_train'], data['y_train'], 1000)
-xte, yte = subset(data['x_test'], data['y_test'], 500)
-mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1); std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-def tens(x): return (torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - mean) / std
-@torch.no_grad()
-def feats(enc, x):
-    enc.eval()
-    return torch.cat([enc(tens(x[i:i + 500])).mean(1) for i in range(0, len(x), 500)]).numpy()
-def knn(enc):
-    from jepa_eval.protocols.rank import rankme
-    a, b = feats(enc, xtr), feats(enc, xte)
-    r = knn_evaluate(a, ytr, b, yte, KNNConfig(ks=(20,)))
-    return [m.value for m in r if m.name == 'top1'][0], rankme(b)
-
 t0 = time.time()
 res = T.train(cfg, progress=False)
 dt = time.time() - t0
-m = T.build_model(cfg)
-ck = torch.load(res.latest, map_location='cpu', weights_only=False)
-from ijepa.checkpoint import strip_prefix
-m.target_encoder.load_state_dict(strip_prefix(ck['target_encoder']))
-acc, rk = knn(m.target_encoder)
-m.encoder.load_state_dict(strip_prefix(ck['encoder']))
-acc_ctx, _ = knn(m.encoder)
+acc, acc_ctx, rk = score(T.build_model(cfg), torch.load(res.latest, map_location='cpu', weights_only=False))
 out = dict(name=name, over=over, init=init, steps=res.steps, train_s=round(dt), knn20=acc, knn20_ctx=acc_ctx, rankme=rk,
            loss_end=float(np.mean(res.losses[-50:])))
 print(json.dumps(out)); open('.cache/recipe-search/results.jsonl', 'a').write(json.dumps(out) + '\n')
