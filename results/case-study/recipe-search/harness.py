@@ -20,6 +20,7 @@ from ijepa.config import load_config, config_from_dict
 import ijepa.train as T
 from jepa_eval.protocols.knn import knn_evaluate, KNNConfig
 
+recipe = load_config('configs/cifar10_tiny.yaml')  # what every variant overrides
 data = np.load('.cache/recipe-search/cifar.npz')
 def subset(x, y, per):
     idx = np.concatenate([np.where(y == c)[0][:per] for c in range(10)])
@@ -47,15 +48,16 @@ def score(m, ck):
     return acc, knn(m.encoder)[0], rk
 
 if sys.argv[1] == '--score':
+    model = T.build_model(recipe)
     for path in sys.argv[2:]:
         ck = torch.load(path, map_location='cpu', weights_only=False)
-        acc, acc_ctx, rk = score(T.build_model(load_config('configs/cifar10_tiny.yaml')), ck)
+        acc, acc_ctx, rk = score(model, ck)
         print(json.dumps(dict(ckpt=path, steps=ck['itr'], knn20=acc, knn20_ctx=acc_ctx, rankme=rk)))
     sys.exit()
 
 name = sys.argv[1]; over = json.loads(sys.argv[2]); steps = int(sys.argv[3])
 init = over.pop('_init', 'official')
-d = load_config('configs/cifar10_tiny.yaml').to_dict()
+d = recipe.to_dict()
 d['logging']['folder'] = f'.cache/recipe-search/runs/{name}'
 d['data']['num_workers'] = 0
 ipe = 100
