@@ -8,7 +8,7 @@ from types import ModuleType
 
 import pytest
 
-from ijepa.config import encoder_dims, load_config
+from ijepa.config import TrainConfig, encoder_dims, load_config
 from jepa_eval.results import ResultRecord
 from jepa_eval.suite import config_for, load_suite
 
@@ -85,6 +85,21 @@ def test_the_30_minute_config_is_the_main_recipe_run_longer() -> None:
     assert changed == {("optimization", "epochs"), ("logging", "folder"), ("data", "num_workers"),
                        ("run", "checkpoint_freq"), ("run", "monitor_every")}
     assert long["optimization"]["epochs"] > main["optimization"]["epochs"]
+
+
+def test_the_batch_64_config_sees_the_30_minute_runs_images_in_twice_the_steps() -> None:
+    base = load_config(REPO / "configs" / "cifar10_tiny_30min.yaml")
+    b64 = load_config(REPO / "configs" / "cifar10_tiny_30min_b64.yaml")
+    before, after = base.to_dict(), b64.to_dict()
+    changed = {(s, k) for s in before for k in before[s] if before[s][k] != after[s][k]}
+    assert changed == {("data", "batch_size"), ("optimization", "epochs"), ("logging", "folder"),
+                       ("run", "checkpoint_freq"), ("run", "monitor_every")}
+
+    def images(cfg: TrainConfig) -> int:
+        return cfg.data.batch_size * cfg.optimization.epochs * cfg.run.max_iters_per_epoch
+    assert b64.data.batch_size * 2 == base.data.batch_size
+    assert images(b64) == images(base)
+    assert b64.optimization.lr == base.optimization.lr
 
 
 def test_the_imagenette_config_is_the_30_minute_recipe_on_64_px_crops_with_the_same_grid_and_half_the_lr() -> None:
