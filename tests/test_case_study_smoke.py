@@ -24,14 +24,17 @@ def script() -> ModuleType:
     return module
 
 
+def _changed_keys(before: TrainConfig, after: TrainConfig) -> set[tuple[str, str]]:
+    """The (section, key) pairs whose values differ between two configs."""
+    a, b = before.to_dict(), after.to_dict()
+    return {(s, k) for s in a for k in a[s] if a[s][k] != b[s][k]}
+
+
 def test_the_pixel_ablation_differs_from_the_main_config_only_in_target_and_folder() -> None:
-    main = load_config(REPO / "configs" / "cifar10_tiny.yaml").to_dict()
-    pixels = load_config(REPO / "configs" / "cifar10_tiny_pixels.yaml").to_dict()
-    assert (main["run"]["target"], pixels["run"]["target"]) == ("latent", "pixels")
-    assert main["logging"]["folder"] != pixels["logging"]["folder"]
-    for section in main:
-        differing = {k for k in main[section] if main[section][k] != pixels[section][k]}
-        assert differing <= {"target", "folder"}, (section, differing)
+    main = load_config(REPO / "configs" / "cifar10_tiny.yaml")
+    pixels = load_config(REPO / "configs" / "cifar10_tiny_pixels.yaml")
+    assert (main.run.target, pixels.run.target) == ("latent", "pixels")
+    assert _changed_keys(main, pixels) == {("run", "target"), ("logging", "folder")}
 
 
 def test_the_main_config_is_the_tiny_shape_with_six_to_eight_checkpoints_and_live_rankme() -> None:
@@ -79,21 +82,20 @@ def test_tables_are_written_as_csv_and_markdown_with_the_same_rows(script: Modul
 
 
 def test_the_30_minute_config_is_the_main_recipe_run_longer() -> None:
-    main = load_config(REPO / "configs" / "cifar10_tiny.yaml").to_dict()
-    long = load_config(REPO / "configs" / "cifar10_tiny_30min.yaml").to_dict()
-    changed = {(s, k) for s in main for k in main[s] if main[s][k] != long[s][k]}
-    assert changed == {("optimization", "epochs"), ("logging", "folder"), ("data", "num_workers"),
-                       ("run", "checkpoint_freq"), ("run", "monitor_every")}
-    assert long["optimization"]["epochs"] > main["optimization"]["epochs"]
+    main = load_config(REPO / "configs" / "cifar10_tiny.yaml")
+    long = load_config(REPO / "configs" / "cifar10_tiny_30min.yaml")
+    assert _changed_keys(main, long) == {("optimization", "epochs"), ("logging", "folder"),
+                                         ("data", "num_workers"), ("run", "checkpoint_freq"),
+                                         ("run", "monitor_every")}
+    assert long.optimization.epochs > main.optimization.epochs
 
 
 def test_the_batch_64_config_sees_the_30_minute_runs_images_in_twice_the_steps() -> None:
     base = load_config(REPO / "configs" / "cifar10_tiny_30min.yaml")
     b64 = load_config(REPO / "configs" / "cifar10_tiny_30min_b64.yaml")
-    before, after = base.to_dict(), b64.to_dict()
-    changed = {(s, k) for s in before for k in before[s] if before[s][k] != after[s][k]}
-    assert changed == {("data", "batch_size"), ("optimization", "epochs"), ("logging", "folder"),
-                       ("run", "checkpoint_freq"), ("run", "monitor_every")}
+    assert _changed_keys(base, b64) == {("data", "batch_size"), ("optimization", "epochs"),
+                                        ("logging", "folder"), ("run", "checkpoint_freq"),
+                                        ("run", "monitor_every")}
 
     def images(cfg: TrainConfig) -> int:
         return cfg.data.batch_size * cfg.optimization.epochs * cfg.run.max_iters_per_epoch
@@ -105,11 +107,10 @@ def test_the_batch_64_config_sees_the_30_minute_runs_images_in_twice_the_steps()
 def test_the_imagenette_config_is_the_30_minute_recipe_on_64_px_crops_with_the_same_grid_and_half_the_lr() -> None:
     cifar = load_config(REPO / "configs" / "cifar10_tiny_30min.yaml")
     imagenette = load_config(REPO / "configs" / "imagenette_tiny_30min.yaml")
-    before, after = cifar.to_dict(), imagenette.to_dict()
-    changed = {(s, k) for s in before for k in before[s] if before[s][k] != after[s][k]}
-    assert changed == {("data", "crop_size"), ("mask", "patch_size"), ("logging", "folder"),
-                       ("optimization", "epochs"), ("run", "dataset"), ("run", "data_root"),
-                       ("run", "checkpoint_freq"), ("run", "max_iters_per_epoch"), ("optimization", "lr")}
+    assert _changed_keys(cifar, imagenette) == {
+        ("data", "crop_size"), ("mask", "patch_size"), ("logging", "folder"), ("optimization", "epochs"),
+        ("run", "dataset"), ("run", "data_root"), ("run", "checkpoint_freq"), ("run", "max_iters_per_epoch"),
+        ("optimization", "lr")}
     assert imagenette.optimization.lr == cifar.optimization.lr / 2
     assert cifar.data.crop_size // cifar.mask.patch_size == imagenette.data.crop_size // imagenette.mask.patch_size
     steps = imagenette.optimization.epochs * (9469 // imagenette.data.batch_size)
