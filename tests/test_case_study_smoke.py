@@ -24,17 +24,18 @@ def script() -> ModuleType:
     return module
 
 
-def _changed_keys(before: TrainConfig, after: TrainConfig) -> set[tuple[str, str]]:
-    """The (section, key) pairs whose values differ between two configs."""
+def _derived_config(base: str, derived: str, changes: set[tuple[str, str]]) -> tuple[TrainConfig, TrainConfig]:
+    """Load ``configs/{base}.yaml`` and ``configs/{derived}.yaml`` and check that exactly the
+    (section, key) pairs in ``changes`` differ between them."""
+    before, after = (load_config(REPO / "configs" / f"{name}.yaml") for name in (base, derived))
     a, b = before.to_dict(), after.to_dict()
-    return {(s, k) for s in a for k in a[s] if a[s][k] != b[s][k]}
+    assert {(s, k) for s in a for k in a[s] if a[s][k] != b[s][k]} == changes
+    return before, after
 
 
 def test_the_pixel_ablation_differs_from_the_main_config_only_in_target_and_folder() -> None:
-    main = load_config(REPO / "configs" / "cifar10_tiny.yaml")
-    pixels = load_config(REPO / "configs" / "cifar10_tiny_pixels.yaml")
+    main, pixels = _derived_config("cifar10_tiny", "cifar10_tiny_pixels", {("run", "target"), ("logging", "folder")})
     assert (main.run.target, pixels.run.target) == ("latent", "pixels")
-    assert _changed_keys(main, pixels) == {("run", "target"), ("logging", "folder")}
 
 
 def test_the_main_config_is_the_tiny_shape_with_six_to_eight_checkpoints_and_live_rankme() -> None:
@@ -82,20 +83,16 @@ def test_tables_are_written_as_csv_and_markdown_with_the_same_rows(script: Modul
 
 
 def test_the_30_minute_config_is_the_main_recipe_run_longer() -> None:
-    main = load_config(REPO / "configs" / "cifar10_tiny.yaml")
-    long = load_config(REPO / "configs" / "cifar10_tiny_30min.yaml")
-    assert _changed_keys(main, long) == {("optimization", "epochs"), ("logging", "folder"),
-                                         ("data", "num_workers"), ("run", "checkpoint_freq"),
-                                         ("run", "monitor_every")}
+    main, long = _derived_config("cifar10_tiny", "cifar10_tiny_30min", {
+        ("optimization", "epochs"), ("logging", "folder"), ("data", "num_workers"), ("run", "checkpoint_freq"),
+        ("run", "monitor_every")})
     assert long.optimization.epochs > main.optimization.epochs
 
 
 def test_the_batch_64_config_sees_the_30_minute_runs_images_in_twice_the_steps() -> None:
-    base = load_config(REPO / "configs" / "cifar10_tiny_30min.yaml")
-    b64 = load_config(REPO / "configs" / "cifar10_tiny_30min_b64.yaml")
-    assert _changed_keys(base, b64) == {("data", "batch_size"), ("optimization", "epochs"),
-                                        ("logging", "folder"), ("run", "checkpoint_freq"),
-                                        ("run", "monitor_every")}
+    base, b64 = _derived_config("cifar10_tiny_30min", "cifar10_tiny_30min_b64", {
+        ("data", "batch_size"), ("optimization", "epochs"), ("logging", "folder"), ("run", "checkpoint_freq"),
+        ("run", "monitor_every")})
 
     def images(cfg: TrainConfig) -> int:
         return cfg.data.batch_size * cfg.optimization.epochs * cfg.run.max_iters_per_epoch
@@ -105,12 +102,10 @@ def test_the_batch_64_config_sees_the_30_minute_runs_images_in_twice_the_steps()
 
 
 def test_the_imagenette_config_is_the_30_minute_recipe_on_64_px_crops_with_the_same_grid_and_half_the_lr() -> None:
-    cifar = load_config(REPO / "configs" / "cifar10_tiny_30min.yaml")
-    imagenette = load_config(REPO / "configs" / "imagenette_tiny_30min.yaml")
-    assert _changed_keys(cifar, imagenette) == {
+    cifar, imagenette = _derived_config("cifar10_tiny_30min", "imagenette_tiny_30min", {
         ("data", "crop_size"), ("mask", "patch_size"), ("logging", "folder"), ("optimization", "epochs"),
         ("run", "dataset"), ("run", "data_root"), ("run", "checkpoint_freq"), ("run", "max_iters_per_epoch"),
-        ("optimization", "lr")}
+        ("optimization", "lr")})
     assert imagenette.optimization.lr == cifar.optimization.lr / 2
     assert cifar.data.crop_size // cifar.mask.patch_size == imagenette.data.crop_size // imagenette.mask.patch_size
     steps = imagenette.optimization.epochs * (9469 // imagenette.data.batch_size)
