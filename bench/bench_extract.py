@@ -5,7 +5,7 @@ tensor dataset of random normalised pixels, so decoding does not enter), same Da
 settings (batch size, no workers, no shuffle), same output (average-pooled patch tokens after
 the final norm, checked equal):
 
-- ours: ``jepa_eval.features.extract_features(model, dataset, 'avgpool')``;
+- ours: ``jepa_eval.features.extract.extract_features(model, dataset, 'avgpool')``;
 - bare: ``for images, _ in loader: model.forward_features(images).mean(1)`` under
   ``torch.inference_mode`` (bf16 autocast on CUDA for both).
 
@@ -22,7 +22,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader, TensorDataset
 
 from benchlib import Row, bench_main, interleaved_medians, make_row
-from jepa_eval.features import extract_features
+from jepa_eval.features.extract import extract_features
 
 FULL = {"arch": {"img_size": 224, "patch_size": 16, "embed_dim": 192, "depth": 12, "num_heads": 3},
         "images": 64, "batch": 32, "repeats": 3}

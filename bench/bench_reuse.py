@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 from benchlib import Row, bench_main, interleaved_medians, make_row
-from jepa_eval.atomic import atomic_write_text
+from jepa_eval.core.atomic import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 CLI = Path(sys.executable).parent / "jepa-eval"
@@ -36,7 +36,7 @@ QUICK = {"arch": {"embed_dim": 64, "depth": 2, "num_heads": 1, "patch_size": 8, 
 
 EXTRACT_ONCE = """
 import sys
-from jepa_eval.runner import ExtractOptions, ModelSpec, split_features
+from jepa_eval.features.splits import ExtractOptions, ModelSpec, split_features
 backbone = ModelSpec(ckpt=sys.argv[1]).load()
 options = ExtractOptions(use_cache=False, progress=False)
 for split in ("train", "test"):

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, fields
 from importlib import metadata
 from pathlib import Path
 
-from jepa_eval.atomic import atomic_write_text
+from jepa_eval.core.atomic import atomic_write_text
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 

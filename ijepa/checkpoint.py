@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from jepa_eval.atomic import atomic_torch_save
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.atomic import atomic_torch_save
+from jepa_eval.core.errors import JepaEvalError
 
 PREFIX = "module."
 OFFICIAL_KEYS = ("encoder", "predictor", "target_encoder", "opt", "scaler", "epoch", "loss",

@@ -13,7 +13,7 @@ import typer
 import yaml
 from rich.console import Console
 
-from jepa_eval.errors import JepaEvalError, run_main
+from jepa_eval.core.errors import JepaEvalError, run_main
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Train I-JEPA models (official config schema plus a `run` section).")

@@ -21,8 +21,8 @@ from typing import Any, Literal
 import yaml
 
 from ijepa.masks import context_floor
-from jepa_eval.atomic import atomic_write_text
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.atomic import atomic_write_text
+from jepa_eval.core.errors import JepaEvalError
 
 MODEL_SIZES: dict[str, tuple[int, int, int, float]] = {
     "vit_tiny": (192, 12, 3, 4.0),

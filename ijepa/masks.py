@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 
 if TYPE_CHECKING:
     from ijepa.config import MaskConfig

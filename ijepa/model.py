@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from timm.models.vision_transformer import Block
 from torch import nn
 
-from jepa_eval.vit import build_vit, sincos_pos_embed_2d
+from jepa_eval.backbones.vit import build_vit, sincos_pos_embed_2d
 
 INIT_STD = 0.02
 LN_EPS = 1e-6
@@ -66,7 +66,7 @@ class MaskedEncoder(nn.Module):
     """ViT encoder without CLS token and with fixed sin-cos positions that can see a subset of
     patches: patch_embed -> + pos_embed -> gather(mask indices) -> blocks -> norm.
 
-    Built from :func:`jepa_eval.vit.build_vit` and keeping its submodules under the same
+    Built from :func:`jepa_eval.backbones.vit.build_vit` and keeping its submodules under the same
     names, so ``state_dict()`` loads strictly into that timm ViT (``evaluate`` side).
     """
 

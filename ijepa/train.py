@@ -43,8 +43,8 @@ from ijepa.config import TrainConfig, encoder_dims, predictor_dims, save_config
 from ijepa.masks import MultiBlockMasker
 from ijepa.model import IJEPA, MaskedEncoder, Predictor
 from ijepa.schedules import Schedules
-from jepa_eval.distributed import init_distributed
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.devices import init_distributed
+from jepa_eval.core.errors import JepaEvalError
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ def eval_folder(cfg: TrainConfig) -> Path:
 def build_images(cfg: TrainConfig, split: str, transform: Callable) -> Dataset:
     """The registry dataset ``run.dataset`` (split ``split``), else an ImageFolder of the config's folder."""
     if cfg.run.dataset:
-        from jepa_eval.datasets import build_dataset, get_spec
+        from jepa_eval.data import build_dataset, get_spec
 
         spec = get_spec(cfg.run.dataset)
         name = spec.train_split if split == "train" else spec.eval_split
@@ -242,7 +242,7 @@ class CollapseMonitor:
     """
 
     def __init__(self, cfg: TrainConfig, path: Path) -> None:
-        from jepa_eval.datasets import eval_transform
+        from jepa_eval.data import eval_transform
 
         name = cfg.run.dataset or f"imagefolder:{image_folder(cfg)}"
         transform = eval_transform(cfg.data.crop_size, name)

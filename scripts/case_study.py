@@ -45,10 +45,10 @@ from pathlib import Path
 from typing import Any
 
 from ijepa.config import load_config
-from jepa_eval.atomic import atomic_write_text
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.results import ResultRecord, load_records
-from jepa_eval.shared_data import extract_shared_archive
+from jepa_eval.core.atomic import atomic_write_text
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.results.record import ResultRecord, load_records
+from scripts.shared_data import extract_shared_archive
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = REPO / ".cache" / "case-study"

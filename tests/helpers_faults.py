@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from jepa_eval.atomic import TMP_MARKER
-from jepa_eval.cache import FeatureCache
+from jepa_eval.core.atomic import TMP_MARKER
+from jepa_eval.features.cache import FeatureCache
 
 REPO = Path(__file__).resolve().parents[1]
-PROGRAMS = {"jepa-eval": "jepa_eval.cli", "ijepa": "ijepa.cli"}
+PROGRAMS = {"jepa-eval": "jepa_eval.cli.app", "ijepa": "ijepa.cli"}
 # Child processes use one thread so that their losses match an in-process run bit for bit.
 CHILD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
              "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}

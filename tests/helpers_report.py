@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jepa_eval.results import ResultRecord, write_record
+from jepa_eval.results.record import ResultRecord, write_record
 
 MODELS = {  # name -> (sha256, family, default mode)
     "ijepa-b16": ("a" * 64, "ijepa", "avgpool"),

@@ -22,7 +22,7 @@ from helpers_ckpt import make_checkpoint
 from helpers_data import make_imagefolder, make_places365, write_image
 from helpers_faults import Outcome, REPO, all_cache_entries_valid, cache_folders, result_files, run_child, \
     run_main, temp_leftovers, write_bytes
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 
 RELIABILITY_DOC = REPO / "docs" / "RELIABILITY.md"
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jepa_eval.atomic import TMP_MARKER
-from jepa_eval.cache import (REQUIRED_PARTS, FeatureCache, cache_key, cache_parts, cached_extract,
+from jepa_eval.core.atomic import TMP_MARKER
+from jepa_eval.features.cache import (REQUIRED_PARTS, FeatureCache, cache_key, cache_parts, cached_extract,
                              default_cache_root)
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.features import FEATURE_CODE_VERSION, FeatureSet
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.features.extract import FEATURE_CODE_VERSION, FeatureSet
 
 
 def _parts(tmp_path: Path, **changes) -> dict:
@@ -52,7 +52,7 @@ def test_key_changes_with_every_part(tmp_path, name, value):
 def test_key_changes_with_data_root_and_feature_code_version(tmp_path, monkeypatch):
     before = cache_key(_parts(tmp_path))
     assert cache_key(_parts(tmp_path, root=tmp_path / "elsewhere")) != before
-    monkeypatch.setattr("jepa_eval.cache.FEATURE_CODE_VERSION", FEATURE_CODE_VERSION + "-next")
+    monkeypatch.setattr("jepa_eval.features.cache.FEATURE_CODE_VERSION", FEATURE_CODE_VERSION + "-next")
     assert cache_key(_parts(tmp_path)) != before
 
 

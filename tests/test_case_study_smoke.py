@@ -9,8 +9,8 @@ from types import ModuleType
 import pytest
 
 from ijepa.config import TrainConfig, encoder_dims, load_config
-from jepa_eval.results import ResultRecord
-from jepa_eval.suite import config_for, load_suite
+from jepa_eval.results.record import ResultRecord
+from jepa_eval.pipeline.suite import config_for, load_suite
 
 REPO = Path(__file__).resolve().parents[1]
 

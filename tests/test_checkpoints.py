@@ -16,9 +16,9 @@ from helpers_ckpt import make_checkpoint
 from reference_vits import (dino_vit, dinov2_vit, ijepa_encoder, mae_encoder, mae_finetuned_pooled,
                             official_sincos_pos_embed)
 
-from jepa_eval.checkpoints import Backbone, list_families, load_backbone
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.vit import VIT_SIZES, build_vit, sincos_pos_embed_2d
+from jepa_eval.backbones.load import Backbone, list_families, load_backbone
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.backbones.vit import VIT_SIZES, build_vit, sincos_pos_embed_2d
 
 TOL = {"rtol": 1e-5, "atol": 1e-5}
 

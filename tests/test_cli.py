@@ -12,8 +12,8 @@ from typer.testing import CliRunner
 
 from helpers_ckpt import make_checkpoint
 from helpers_data import make_imagefolder
-from jepa_eval.cli import app
-from jepa_eval.results import load_records
+from jepa_eval.cli.app import app
+from jepa_eval.results.record import load_records
 
 runner = CliRunner()
 CLASSES = ["red", "green", "blue", "white"]
@@ -112,7 +112,7 @@ def test_raw_pixels_baseline_is_a_model_like_any_other(workspace, tmp_path):
 
 
 def test_random_like_reinitialises_weights_but_keeps_the_architecture(workspace):
-    from jepa_eval.runner import ModelSpec
+    from jepa_eval.features.splits import ModelSpec
 
     trained = ModelSpec(ckpt=str(workspace["ckpt"])).load()
     fresh = ModelSpec(ckpt=f"random:{workspace['ckpt']}").load()

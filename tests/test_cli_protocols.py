@@ -11,8 +11,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from helpers_ckpt import make_checkpoint
-from jepa_eval.cli import app
-from jepa_eval.results import load_records
+from jepa_eval.cli.app import app
+from jepa_eval.results.record import load_records
 
 runner = CliRunner()
 

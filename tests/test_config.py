@@ -11,7 +11,7 @@ import yaml
 from ijepa.config import (MODEL_SIZES, ConfigError, TrainConfig, config_from_dict, encoder_dims,
                           load_config, predictor_dims, save_config)
 from ijepa.masks import MultiBlockMasker
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 OFFICIAL = CONFIGS / "in1k_vith14_ep300.yaml"

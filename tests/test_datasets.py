@@ -15,10 +15,10 @@ from PIL import Image
 from helpers_data import CIFAR10_CLASSES, INAT2018_CATEGORIES, INAT2021_CATEGORIES, PLACES365_CATEGORIES, \
     cifar_pixels, class_color, make_cifar10, make_cifar100, make_imagefolder, make_inat, make_places365, \
     write_image
-from jepa_eval.datasets import IMAGENET_MEAN, IMAGENET_STD, build_dataset, eval_transform, get_spec, \
+from jepa_eval.data import IMAGENET_MEAN, IMAGENET_STD, build_dataset, eval_transform, get_spec, \
     list_datasets
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.shared_data import extract_shared_archive
+from jepa_eval.core.errors import JepaEvalError
+from scripts.shared_data import extract_shared_archive
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -25,10 +25,10 @@ import pytest
 import torch
 import yaml
 
-import jepa_eval.cache
+import jepa_eval.features.cache
 import jepa_eval.protocols.knn
-import jepa_eval.results
-import jepa_eval.runner
+import jepa_eval.results.record
+import jepa_eval.features.splits
 from helpers_ckpt import make_checkpoint
 from helpers_data import make_imagefolder
 from helpers_faults import Child, all_cache_entries_valid, cache_folders, logged_losses, result_files, \
@@ -36,11 +36,11 @@ from helpers_faults import Child, all_cache_entries_valid, cache_folders, logged
 from ijepa.checkpoint import load_checkpoint
 from ijepa.config import config_from_dict
 from ijepa.train import train
-from jepa_eval.atomic import atomic_path
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.results import load_records
-from jepa_eval.runner import ExtractOptions, ModelSpec
-from jepa_eval.suite import load_suite, run_suite
+from jepa_eval.core.atomic import atomic_path
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.results.record import load_records
+from jepa_eval.features.splits import ExtractOptions, ModelSpec
+from jepa_eval.pipeline.suite import load_suite, run_suite
 
 ITERS_PER_EPOCH, EPOCHS = 4, 3
 
@@ -70,7 +70,7 @@ class CountingExtract:
     """Wraps ``runner.extract_features``: counts calls; Ctrl-C on call number ``fail_on``."""
 
     def __init__(self, fail_on: int | None = None) -> None:
-        self.real, self.calls, self.fail_on = jepa_eval.runner.extract_features, 0, fail_on
+        self.real, self.calls, self.fail_on = jepa_eval.features.splits.extract_features, 0, fail_on
 
     def __call__(self, *args: object, **kwargs: object) -> object:
         self.calls += 1
@@ -142,14 +142,14 @@ def test_trainer_killed_ten_times_at_random_points_keeps_a_loadable_checkpoint_a
 
 def test_extraction_interrupted_after_the_train_split_keeps_it_and_a_rerun_extracts_only_the_rest(
         model: Path, folder: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(jepa_eval.runner, "extract_features", CountingExtract(fail_on=2))
+    monkeypatch.setattr(jepa_eval.features.splits, "extract_features", CountingExtract(fail_on=2))
     stopped = run_main("jepa-eval", knn_args(model, folder, tmp_path))
     assert stopped.code == 130 and "Traceback" not in stopped.stderr
     assert result_files(tmp_path / "results") == [] and temp_leftovers(tmp_path) == []
     assert len(cache_folders(tmp_path / "cache")) == 1 and all_cache_entries_valid(tmp_path / "cache")
 
     counter = CountingExtract()
-    monkeypatch.setattr(jepa_eval.runner, "extract_features", counter)
+    monkeypatch.setattr(jepa_eval.features.splits, "extract_features", counter)
     rerun = run_main("jepa-eval", knn_args(model, folder, tmp_path))
     assert rerun.code == 0 and counter.calls == 1
     assert "train (avgpool): 6 x 64 (reused from the feature cache)" in rerun.message
@@ -163,7 +163,7 @@ def test_a_protocol_interrupted_midway_writes_no_result_and_the_rerun_reuses_bot
     assert result_files(tmp_path / "results") == [] and temp_leftovers(tmp_path) == []
     monkeypatch.undo()
     counter = CountingExtract()
-    monkeypatch.setattr(jepa_eval.runner, "extract_features", counter)
+    monkeypatch.setattr(jepa_eval.features.splits, "extract_features", counter)
     assert run_main("jepa-eval", knn_args(model, folder, tmp_path)).code == 0
     assert counter.calls == 0 and len(result_files(tmp_path / "results")) == 1
 
@@ -176,7 +176,7 @@ def test_a_result_write_torn_midway_leaves_no_result_file_and_no_temporary(
             tmp.write_text(text[: len(text) // 2])
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(jepa_eval.results, "atomic_write_json", torn_write)
+    monkeypatch.setattr(jepa_eval.results.record, "atomic_write_json", torn_write)
     assert run_main("jepa-eval", knn_args(model, folder, tmp_path)).code == 130
     assert list((tmp_path / "results").iterdir()) == []
 
@@ -192,7 +192,7 @@ def test_a_cache_write_interrupted_before_its_manifest_leaves_no_entry(
     def no_manifest(path: Path, obj: object) -> Path:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(jepa_eval.cache, "atomic_write_json", no_manifest)
+    monkeypatch.setattr(jepa_eval.features.cache, "atomic_write_json", no_manifest)
     assert run_main("jepa-eval", knn_args(model, folder, tmp_path)).code == 130
     assert cache_folders(tmp_path / "cache") == [] and temp_leftovers(tmp_path) == []
 
@@ -228,11 +228,11 @@ def test_a_damaged_cache_entry_is_a_miss_and_is_recomputed(
     (tmp_path / "cache" / ".tmp-0123456789abcdef-99-deadbeef").mkdir()  # a writer killed mid-put
     write_bytes(tmp_path / "cache" / ".tmp-0123456789abcdef-99-deadbeef" / "features.npy", b"\x93NUMPY")
     counter = CountingExtract()
-    monkeypatch.setattr(jepa_eval.runner, "extract_features", counter)
+    monkeypatch.setattr(jepa_eval.features.splits, "extract_features", counter)
     assert run_main("jepa-eval", knn_args(model, folder, tmp_path)).code == 0
     assert counter.calls == 1
     assert [e.name for e in cache_folders(tmp_path / "cache") if ".tmp-" not in e.name] == [e.name for e in entries]
-    assert all(jepa_eval.cache.FeatureCache(tmp_path / "cache").get(e.name) is not None for e in entries)
+    assert all(jepa_eval.features.cache.FeatureCache(tmp_path / "cache").get(e.name) is not None for e in entries)
     records = load_records(tmp_path / "results")
     assert len(records) == 2 and records[0].metrics == records[1].metrics
 
@@ -249,7 +249,7 @@ def test_extraction_killed_with_sigkill_leaves_only_complete_cache_entries(model
     assert len([f for f in cache_folders(tmp_path / "cache") if ".tmp-" not in f.name]) == 1
     counter = CountingExtract()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(jepa_eval.runner, "extract_features", counter)
+        patch.setattr(jepa_eval.features.splits, "extract_features", counter)
         assert run_main("jepa-eval", knn_args(model, "digits", tmp_path)).code == 0
     assert counter.calls == 1
 
@@ -408,7 +408,7 @@ def _tar_with(path: Path, name: str, *, symlink_to: str | None = None) -> Path:
                          ids=["dot-dot", "absolute", "symlink"])
 def test_an_archive_member_outside_its_folder_is_refused_and_nothing_is_written(
         name: str, link: str | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from jepa_eval.shared_data import SHARED_ENV, extract_shared_archive
+    from scripts.shared_data import SHARED_ENV, extract_shared_archive
 
     shared = tmp_path / "shared"
     shared.mkdir()

@@ -9,8 +9,8 @@ import torch.multiprocessing as mp
 
 from helpers_features import (IMAGE_SIZE, NumberedImages, PhotoFolder, distributed_worker, load_rank,
                               reference_rows, tiny_vit)
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.features import (FEATURE_MODES, FeatureSet, RawPixels, compute_dtype, embed, export_paths,
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.features.extract import (FEATURE_MODES, FeatureSet, RawPixels, compute_dtype, embed, export_paths,
                                 extract_features, feature_dim)
 
 WIDTH = 32

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from ijepa.model import (IJEPA, MaskedEncoder, Predictor, gather_tokens, patchify, pixel_targets,
                          repeat_per_group, stack_targets)
-from jepa_eval.vit import build_vit
+from jepa_eval.backbones.vit import build_vit
 
 DIM, DEPTH, HEADS, PATCH, IMG = 32, 2, 4, 8, 32  # 4 x 4 grid, N = 16
 

@@ -9,8 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from helpers_ckpt import make_checkpoint
-from jepa_eval.cli import app
-from jepa_eval.results import load_records
+from jepa_eval.cli.app import app
+from jepa_eval.results.record import load_records
 
 
 def _cifar_subset(archive: Path, root: Path, train_per_class: int, test_per_class: int) -> Path:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols import PROTOCOL_VERSIONS, PROTOCOLS
 from jepa_eval.protocols.knn import (KNNConfig, knn_evaluate, knn_predict, knn_predict_torch,
                                      ranked_accuracy)

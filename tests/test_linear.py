@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols import PROTOCOL_VERSIONS, PROTOCOLS
 from jepa_eval.protocols.linear import (LinearConfig, head_accuracies, linear_probe,
                                         stratified_split, train_heads)

@@ -11,7 +11,7 @@ import torch
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols.lowshot import (LowShotConfig, fit_logreg, lowshot_evaluate, read_subset_file,
                                          sample_fraction, sample_shots, topk_accuracy, validation_split)
 

@@ -10,7 +10,7 @@ import torch
 
 from ijepa.config import MaskConfig
 from ijepa.masks import MultiBlockMasker, block_shape, context_floor
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 
 OFFICIAL = MaskConfig()  # the official ViT-H/14 mask settings: patch 14, 224 px -> 16 x 16
 

@@ -12,10 +12,10 @@ from scipy.stats import spearmanr
 
 from helpers_report import (COLLAPSE_EPOCH, LIDAR, LINEAR_TOP1, LOWSHOT, MONITOR_EPOCHS, RANKME,
                             all_records, linear_record, rank_record, write_all)
-from jepa_eval import plots
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.report import collapse_epochs, tidy_frame
-from jepa_eval.results import ResultRecord, load_records
+from jepa_eval.report import plots
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.report.tables import collapse_epochs, tidy_frame
+from jepa_eval.results.record import ResultRecord, load_records
 
 STEMS = ("bars_knn", "bars_linear", "bars_lowshot", "lowshot_curves", "knn_vs_k", "monitor",
          "rankme_vs_linear", "lidar_vs_linear")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols.rank import (alpha_req, detect_collapse, feature_std, lidar, mean_cosine,
                                       rank_metrics, rankme, rankme_norm, uniformity)
 

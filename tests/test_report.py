@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 from helpers_report import KNN_TOP1, LINEAR_TOP1, LOWSHOT, knn_record, linear_record, write_all
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.report import (PUBLISHED_CSV, RECORD_COLUMNS, add_published, filter_frame,
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.report.tables import (PUBLISHED_CSV, RECORD_COLUMNS, add_published, filter_frame,
                               load_published, paper_table, tidy_frame, to_latex, to_markdown,
                               write_report)
-from jepa_eval.results import load_records, write_record
+from jepa_eval.results.record import load_records, write_record
 
 
 @pytest.fixture()

@@ -28,7 +28,7 @@ from ijepa.checkpoint import OFFICIAL_KEYS, load_checkpoint
 from ijepa.config import config_from_dict
 from ijepa.schedules import Schedules, cosine_wd, linear_momentum, warmup_cosine_lr
 from ijepa.train import CollapseMonitor, build_model, param_groups, train
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -361,7 +361,7 @@ def test_two_cpu_processes_train_in_step_under_torchrun(images: Path, tmp_path: 
 def test_jepa_eval_loads_the_trained_encoder_with_the_trainers_head_count(images: Path, tmp_path: Path) -> None:
     """Width 64 alone would suggest 1 head; the checkpoint's config says 4, and features must
     equal the trainer's own target encoder on the same pixels."""
-    from jepa_eval.checkpoints import load_backbone
+    from jepa_eval.backbones.load import load_backbone
 
     cfg = config_from_dict(config(images, tmp_path, optimization={"epochs": 1}))
     result = train(cfg, device="cpu", progress=False)

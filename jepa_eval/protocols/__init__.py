@@ -1,7 +1,7 @@
 """Evaluation protocols: pure functions over features and labels that return result rows.
 
 A protocol never opens a file or a data loader: it takes arrays (numpy or torch) and returns
-:class:`jepa_eval.results.Metric` rows plus small dataclasses. ``PROTOCOLS`` names each one
+:class:`jepa_eval.results.record.Metric` rows plus small dataclasses. ``PROTOCOLS`` names each one
 with a one-line description; ``PROTOCOL_VERSIONS`` is bumped whenever a change could move the
 numbers a protocol reports, and is written into every result record.
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 
 PROTOCOLS: dict[str, str] = {
     "knn": "weighted k-NN on L2-normalised features (DINO's vote exp(sim / T)), top-1/5 per k",

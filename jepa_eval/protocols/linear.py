@@ -36,9 +36,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols import check_num_classes, check_split_pair
-from jepa_eval.results import Metric
+from jepa_eval.results.record import Metric
 
 SELECT_ON = ("val", "eval")
 INIT_STD = 0.01

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols import check_num_classes, check_split_pair
-from jepa_eval.results import Metric
+from jepa_eval.results.record import Metric
 
 #: Every other value of DINOv2's grid 10^linspace(-6, 5, 45): half-decade steps, half the cost.
 DEFAULT_CS: tuple[float, ...] = tuple(float(c) for c in np.logspace(-6, 5, 23))

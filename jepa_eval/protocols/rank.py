@@ -20,8 +20,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.results import Metric
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.results.record import Metric
 
 ArrayLike = torch.Tensor | np.ndarray
 

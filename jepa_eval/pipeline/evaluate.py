@@ -11,13 +11,13 @@ from typing import Any
 
 import numpy as np
 
-from jepa_eval.checkpoints import Backbone
-from jepa_eval.datasets import get_spec
-from jepa_eval.distributed import rank
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.backbones.load import Backbone
+from jepa_eval.data import get_spec
+from jepa_eval.core.devices import rank
+from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols import PROTOCOL_VERSIONS
-from jepa_eval.results import Metric, ResultRecord
-from jepa_eval.runner import (ExtractOptions, ModelSpec, SplitFeatures, dataset_record, model_record,
+from jepa_eval.results.record import Metric, ResultRecord
+from jepa_eval.features.splits import (ExtractOptions, ModelSpec, SplitFeatures, dataset_record, model_record,
                               split_features)
 
 
@@ -146,7 +146,7 @@ def seeded_subset(total: int, wanted: int, seed: int) -> np.ndarray:
 def rank_record(spec: ModelSpec, backbone: Backbone, dataset: str, split: str | None, mode: str,
                 config: RankConfig, options: ExtractOptions, log: Any = None) -> ResultRecord:
     """Extract ``config.samples`` seeded rows (and LiDAR views when asked), then :func:`run_rank`."""
-    from jepa_eval.runner import augmented_views
+    from jepa_eval.features.splits import augmented_views
 
     split = split or get_spec(dataset).train_split
     features, total = seeded_split_features(backbone, dataset, split, mode, options, config.samples, config.seed)
@@ -164,7 +164,7 @@ def rank_record(spec: ModelSpec, backbone: Backbone, dataset: str, split: str | 
 
 def subset_from_file(dataset: str, subset_file: str, options: ExtractOptions) -> np.ndarray:
     """Training-split row indices named by a published subset file (e.g. ImageNet 1percent.txt)."""
-    from jepa_eval.datasets import build_dataset
+    from jepa_eval.data import build_dataset
     from jepa_eval.protocols.lowshot import read_subset_file
 
     names = build_dataset(dataset, get_spec(dataset).train_split, data_root=options.data_root,
@@ -175,7 +175,7 @@ def subset_from_file(dataset: str, subset_file: str, options: ExtractOptions) ->
 def seeded_split_features(backbone: Backbone, dataset: str, split: str, mode: str, options: ExtractOptions,
                           count: int, seed: int) -> tuple[SplitFeatures, int]:
     """Features of ``count`` seeded rows of a split (all rows when it is smaller), and the split's size."""
-    from jepa_eval.datasets import build_dataset
+    from jepa_eval.data import build_dataset
 
     total = len(build_dataset(dataset, split, data_root=options.data_root, image_size=backbone.image_size,
                               transform=lambda image: image, download=options.download))

@@ -15,8 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from jepa_eval.results import DEFAULT_RESULTS_DIR, ResultRecord, write_record
-from jepa_eval.runner import ExtractOptions, ModelSpec
+from jepa_eval.results.record import DEFAULT_RESULTS_DIR, ResultRecord, write_record
+from jepa_eval.features.splits import ExtractOptions, ModelSpec
 
 console = Console(stderr=True)
 stdout = Console()

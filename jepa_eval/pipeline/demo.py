@@ -15,13 +15,13 @@ from typing import Any
 
 import torch
 
-from jepa_eval.monitor import MonitorConfig, monitor_run
-from jepa_eval.report import write_report
-from jepa_eval.results import write_record
-from jepa_eval.runner import ExtractOptions, ModelSpec
-from jepa_eval.suite import load_suite, run_suite
+from jepa_eval.pipeline.monitor import MonitorConfig, monitor_run
+from jepa_eval.report.tables import write_report
+from jepa_eval.results.record import write_record
+from jepa_eval.features.splits import ExtractOptions, ModelSpec
+from jepa_eval.pipeline.suite import load_suite, run_suite
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEMO_CONFIG = REPO_ROOT / "configs" / "digits_demo.yaml"
 
 

@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from jepa_eval.cache import FeatureCache, cached_extract, default_cache_root
-from jepa_eval.checkpoints import Backbone, load_backbone
-from jepa_eval.datasets import build_dataset, eval_transform, get_spec
-from jepa_eval.distributed import init_distributed
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.features import FEATURE_MODES, FeatureSet, RawPixels, compute_dtype, extract_features
+from jepa_eval.features.cache import FeatureCache, cached_extract, default_cache_root
+from jepa_eval.backbones.load import Backbone, load_backbone
+from jepa_eval.data import build_dataset, eval_transform, get_spec
+from jepa_eval.core.devices import init_distributed
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.features.extract import FEATURE_MODES, FeatureSet, RawPixels, compute_dtype, extract_features
 
 
 @dataclass
@@ -273,7 +273,7 @@ def augmented_views(backbone: Backbone, dataset: str, split: str, mode: str, opt
     """
     from torchvision import transforms as T
 
-    from jepa_eval.datasets import IMAGENET_MEAN, IMAGENET_STD
+    from jepa_eval.data import IMAGENET_MEAN, IMAGENET_STD
 
     raw = build_dataset(dataset, split, data_root=options.data_root, image_size=backbone.image_size,
                         transform=lambda image: image, download=options.download)

@@ -11,7 +11,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision import transforms as T
 
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -40,7 +40,7 @@ def eval_transform(image_size: int, dataset: str) -> Callable[[Image.Image], tor
     Small-image datasets (CIFAR, digits): resize straight to ``S x S`` (bicubic, no crop), as VISSL
     does for CIFAR. Then ToTensor (0..1) and ImageNet mean/std normalisation.
     """
-    from jepa_eval.datasets.registry import get_spec
+    from jepa_eval.data.registry import get_spec
 
     if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
         raise JepaEvalError("the image size must be a positive number of pixels",

@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from jepa_eval.atomic import TMP_MARKER, atomic_write_json
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.features import FEATURE_CODE_VERSION, FeatureSet, save_array
+from jepa_eval.core.atomic import TMP_MARKER, atomic_write_json
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.features.extract import FEATURE_CODE_VERSION, FeatureSet, save_array
 
 LAYOUT_VERSION = 1
 REQUIRED_PARTS = ("checkpoint_sha256", "ckpt_key", "dataset", "root", "split", "transform",

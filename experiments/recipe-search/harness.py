@@ -1,21 +1,21 @@
-"""Recipe search (results/case-study/recipe-search/README.md): train configs/cifar10_tiny.yaml
+"""Recipe search (its numbers and notes: results/case-study/recipe-search/README.md): train configs/cifar10_tiny.yaml
 with overrides for STEPS steps through ijepa.train, then k-NN (k = 20) of the target and the
 context encoder's avg-pooled features on a fixed class-balanced subset of CIFAR-10
 (10,000 train / 5,000 test). Run from the repository root after prep.py:
 
-    OMP_NUM_THREADS=1 .venv/bin/python results/case-study/recipe-search/harness.py NAME '{"optimization.ema": [0.99, 0.999]}' 600
+    OMP_NUM_THREADS=1 .venv/bin/python experiments/recipe-search/harness.py NAME '{"optimization.ema": [0.99, 0.999]}' 600
 
 ``_init`` in the overrides re-initialises the patch embedding ('xavier' as MAE does, 'default'
 PyTorch's, 'stdX' trunc-normal of std X) instead of the official trunc-normal(0.02).
 
-    .venv/bin/python results/case-study/recipe-search/harness.py --score CKPT [CKPT ...]
+    .venv/bin/python experiments/recipe-search/harness.py --score CKPT [CKPT ...]
 
 scores existing checkpoints of the CIFAR-10 recipe the same way, without training.
 """
 import json, sys, time
 import numpy as np, torch
 torch.set_num_threads(1)
-sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[3]))
+sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[2]))
 from ijepa.config import load_config, config_from_dict
 import ijepa.train as T
 from jepa_eval.protocols.knn import knn_evaluate, KNNConfig

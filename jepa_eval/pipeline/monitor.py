@@ -15,12 +15,12 @@ from typing import Any
 
 import torch
 
-from jepa_eval import jobs
-from jepa_eval.datasets import get_spec
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.pipeline import evaluate as jobs
+from jepa_eval.data import get_spec
+from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols import PROTOCOL_VERSIONS
-from jepa_eval.results import ResultRecord
-from jepa_eval.runner import ExtractOptions, ModelSpec, check_mode
+from jepa_eval.results.record import ResultRecord
+from jepa_eval.features.splits import ExtractOptions, ModelSpec, check_mode
 
 CHECKPOINT_PATTERN = re.compile(r"-(ep\d+|latest)\.pth(\.tar)?$")
 

@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from jepa_eval import cli_common as c
-from jepa_eval.cli import app
-from jepa_eval.results import DEFAULT_RESULTS_DIR
-from jepa_eval.runner import ModelSpec
+from jepa_eval.cli import options as c
+from jepa_eval.cli.app import app
+from jepa_eval.results.record import DEFAULT_RESULTS_DIR
+from jepa_eval.features.splits import ModelSpec
 
-REPO_PROTOCOLS = Path(__file__).resolve().parents[1] / "protocols"
+REPO_PROTOCOLS = Path(__file__).resolve().parents[2] / "protocols"
 
 
 def _suite_path(name: str) -> Path:
@@ -44,7 +44,7 @@ def suite(suite_file: Annotated[str, typer.Argument(help="Suite file, or the nam
           debug: Annotated[bool, typer.Option("--debug", help="Stop at the first failure with a traceback.")] = False,
           *, shared: c.Shared) -> None:
     """Run every protocol of a suite for every model; skip what already has a result."""
-    from jepa_eval.suite import load_suite, run_suite
+    from jepa_eval.pipeline.suite import load_suite, run_suite
 
     loaded = load_suite(_suite_path(suite_file))
     models = parse_models(ckpt, ckpt_key, trust_checkpoint, shared.seed)
@@ -62,8 +62,8 @@ def suite(suite_file: Annotated[str, typer.Argument(help="Suite file, or the nam
 
 def _report(results_dir: Path, out_dir: Path, *, suite_file: Path | None, with_published: bool,
             models: list[str] | None = None, datasets: list[str] | None = None) -> list[Path]:
-    from jepa_eval.report import write_report
-    from jepa_eval.suite import load_suite
+    from jepa_eval.report.tables import write_report
+    from jepa_eval.pipeline.suite import load_suite
 
     suite_name = load_suite(suite_file).name if suite_file else None
     written = write_report(results_dir, out_dir, suite=suite_name, with_published=with_published,
@@ -91,7 +91,7 @@ def demo(out: Annotated[Path, typer.Option("--out", help="Where the demo's run, 
          suite_file: Annotated[str, typer.Option("--suite", help="Suite to evaluate with.")] = "cpu-quick",
          quiet: c.QuietOpt = False) -> None:
     """Train a small I-JEPA on the embedded digits set, evaluate it and a random encoder of the same shape."""
-    from jepa_eval.demo import run_demo
+    from jepa_eval.pipeline.demo import run_demo
 
     written = run_demo(out, config_path=config, suite_name=str(_suite_path(suite_file)), progress=not quiet,
                        log=c.console.print)

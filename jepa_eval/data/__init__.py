@@ -5,8 +5,8 @@ splits a dataset has and which on-disk layout it reads. Names: cifar10, cifar100
 inat2018, inat2021, places365, places205, digits (embedded, offline) and imagefolder:PATH.
 """
 
-from jepa_eval.datasets.base import IMAGENET_MEAN, IMAGENET_STD, LabeledDataset, eval_transform, load_image
-from jepa_eval.datasets.registry import DATA_ENV, DatasetSpec, build_dataset, get_spec, list_datasets, \
+from jepa_eval.data.dataset import IMAGENET_MEAN, IMAGENET_STD, LabeledDataset, eval_transform, load_image
+from jepa_eval.data.registry import DATA_ENV, DatasetSpec, build_dataset, get_spec, list_datasets, \
     resolve_root
 
 __all__ = ["DATA_ENV", "IMAGENET_MEAN", "IMAGENET_STD", "DatasetSpec", "LabeledDataset", "build_dataset",

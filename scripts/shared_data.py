@@ -9,8 +9,8 @@ import tarfile
 import uuid
 from pathlib import Path, PurePosixPath
 
-from jepa_eval.atomic import TMP_MARKER
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.atomic import TMP_MARKER
+from jepa_eval.core.errors import JepaEvalError
 
 SHARED_ENV = "JEPA_EVAL_SHARED"
 REPO_ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
 
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 
 # name -> (width, depth, heads); the giant model has MLP ratio 48/11.
 VIT_SIZES: dict[str, tuple[int, int, int]] = {

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from jepa_eval.datasets.base import LabeledDataset, eval_transform
-from jepa_eval.datasets.folders import describe_folder
-from jepa_eval.datasets.formats import CIFAR10_FILES, CIFAR100_FILES, CifarFiles, Samples, read_cifar, \
+from jepa_eval.data.dataset import LabeledDataset, eval_transform
+from jepa_eval.data.folders import describe_folder
+from jepa_eval.data.formats import CIFAR10_FILES, CIFAR100_FILES, CifarFiles, Samples, read_cifar, \
     read_digits, read_folder_split, read_inat2018, read_inat2021, read_places365
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 
 DATA_ENV = "JEPA_EVAL_DATA"
 IMAGEFOLDER_PREFIX = "imagefolder:"

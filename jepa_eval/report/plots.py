@@ -1,4 +1,4 @@
-"""Figures drawn from the tidy frame of :mod:`jepa_eval.report`.
+"""Figures drawn from the tidy frame of :mod:`jepa_eval.report.tables`.
 
 Every figure is saved as ``STEM.png`` (150 dpi), ``STEM.pdf`` and ``STEM.csv``, the table it
 was drawn from, all written atomically. Figures use matplotlib's Agg canvas directly (no
@@ -18,9 +18,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from scipy.stats import spearmanr
 
-from jepa_eval.atomic import atomic_path, atomic_write_text
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.report import (DEFAULT_K, PERCENT_METRICS, PROTOCOL_LABELS, column_label, paper_table, select_rows,
+from jepa_eval.core.atomic import atomic_path, atomic_write_text
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.report.tables import (DEFAULT_K, PERCENT_METRICS, PROTOCOL_LABELS, column_label, paper_table, select_rows,
                               table_to_frame, variant_labels)
 
 DPI = 150
@@ -86,7 +86,7 @@ def plot_grouped_bars(frame: pd.DataFrame, stem: str | Path, *, protocol: str, m
                       select: Mapping[str, Any] | None = None) -> list[Path]:
     """Bars of ``metric`` per dataset (groups) and model (bars), ± std over seeds.
 
-    Uses :func:`jepa_eval.report.paper_table`, so the selection (k = 20, chosen linear head,
+    Uses :func:`jepa_eval.report.tables.paper_table`, so the selection (k = 20, chosen linear head,
     one group per low-shot setting) is the tables' one.
     """
     table = paper_table(frame, protocol=protocol, metric=metric, columns=("dataset",), select=select)

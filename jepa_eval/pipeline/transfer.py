@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from jepa_eval import jobs
-from jepa_eval.checkpoints import Backbone
-from jepa_eval.results import ResultRecord
-from jepa_eval.runner import ExtractOptions, ModelSpec
+from jepa_eval.pipeline import evaluate as jobs
+from jepa_eval.backbones.load import Backbone
+from jepa_eval.results.record import ResultRecord
+from jepa_eval.features.splits import ExtractOptions, ModelSpec
 
 REFERENCE_K = 20
 

@@ -19,8 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from jepa_eval.atomic import TMP_MARKER, atomic_write_json
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.atomic import TMP_MARKER, atomic_write_json
+from jepa_eval.core.errors import JepaEvalError
 
 DEFAULT_RESULTS_DIR = Path("results")
 RECORD_SCHEMA = 1

@@ -8,13 +8,13 @@ from typing import Annotated
 
 import typer
 
-from jepa_eval import cli_common as c
-from jepa_eval.errors import JepaEvalError, run_main
-from jepa_eval.results import ResultRecord
-from jepa_eval.cache import FeatureCache, default_cache_root
-from jepa_eval import jobs
-from jepa_eval.runner import check_mode, split_features
-from jepa_eval.transfer import REFERENCE_K
+from jepa_eval.cli import options as c
+from jepa_eval.core.errors import JepaEvalError, run_main
+from jepa_eval.results.record import ResultRecord
+from jepa_eval.features.cache import FeatureCache, default_cache_root
+from jepa_eval.pipeline import evaluate as jobs
+from jepa_eval.features.splits import check_mode, split_features
+from jepa_eval.pipeline.transfer import REFERENCE_K
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="Evaluate self-supervised ViT checkpoints (I-JEPA, MAE, DINO, DINOv2, timm).")
@@ -157,8 +157,8 @@ def transfer(ckpt: Annotated[list[str], typer.Option("--ckpt", help="Checkpoint 
     from rich.table import Table
 
     from jepa_eval.protocols.knn import KNNConfig
-    from jepa_eval.results import write_record
-    from jepa_eval.transfer import transfer_records
+    from jepa_eval.results.record import write_record
+    from jepa_eval.pipeline.transfer import transfer_records
 
     options = shared.options
     names = [d.strip() for d in datasets.split(",") if d.strip()]
@@ -208,9 +208,9 @@ def monitor(run_dir: Annotated[Path, typer.Argument(help="Training folder with *
             ckpt_key: Annotated[str, typer.Option("--ckpt-key", help="Encoder to measure.")] = "target_encoder",
             *, shared: c.Shared) -> None:
     """Rank metrics (and k-NN) of every checkpoint of a training run, with the epoch where collapse began."""
-    from jepa_eval.monitor import MonitorConfig, monitor_run
-    from jepa_eval.plots import plot_monitor
-    from jepa_eval.report import collapse_epochs, tidy_frame
+    from jepa_eval.pipeline.monitor import MonitorConfig, monitor_run
+    from jepa_eval.report.plots import plot_monitor
+    from jepa_eval.report.tables import collapse_epochs, tidy_frame
 
     watch = c.Stopwatch()
     options = shared.options
@@ -231,7 +231,7 @@ def features(ckpt: c.CkptOpt, out: Annotated[Path, typer.Option("--out", help="O
              data: c.DataOpt = "digits", split: Annotated[str | None, typer.Option("--split", help="Split (default: the evaluation split).")] = None,
              *, shared: c.Shared) -> None:
     """Export features (rows in the dataset's order) and labels as .npy files for other tools."""
-    from jepa_eval.datasets import get_spec
+    from jepa_eval.data import get_spec
 
     spec, options = shared.spec(ckpt), shared.options
     backbone, chosen = _load(spec, shared.mode)
@@ -270,7 +270,7 @@ def cache_clear(cache_dir: c.CacheDirOpt = None,
     c.stdout.print(f"removed {removed} cache entries from {cache.root}")
 
 
-from jepa_eval import cli_suite  # noqa: E402,F401  (registers suite, report and demo on ``app``)
+from jepa_eval.cli import suite as cli_suite  # noqa: E402,F401  (registers suite, report and demo on ``app``)
 
 
 def main() -> None:

@@ -3,7 +3,7 @@
 Data flow: records -> :func:`tidy_frame` (one row per number) -> :func:`paper_table` (mean ± std
 over seeds, best in bold) -> :func:`add_published` (optional rows from the I-JEPA paper) ->
 :func:`to_markdown` / :func:`to_latex`. :func:`write_report` does all of it for a results
-folder and draws the plots of :mod:`jepa_eval.plots`.
+folder and draws the plots of :mod:`jepa_eval.report.plots`.
 
 Conventions:
 
@@ -30,11 +30,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from jepa_eval.atomic import atomic_path, atomic_write_text
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.results import ResultRecord, load_records
+from jepa_eval.core.atomic import atomic_path, atomic_write_text
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.results.record import ResultRecord, load_records
 
-PUBLISHED_CSV = Path(__file__).parent / "data" / "published.csv"
+PUBLISHED_CSV = Path(__file__).parent / "published.csv"
 RECORD_COLUMNS = ("run_id", "created", "suite", "model", "family", "sha256", "ckpt_key", "protocol",
                   "protocol_version", "dataset", "train_split", "split", "mode", "image_size",
                   "transfer", "params", "seed")
@@ -511,7 +511,7 @@ def write_report(results_dir: str | Path, out_dir: str | Path, *, suite: str | N
                  with_published: bool = False) -> list[Path]:
     """Tidy table (csv, parquet), paper tables (md, tex) and plots of every result under
     ``results_dir``, written into ``out_dir``; returns the paths written."""
-    from jepa_eval import plots
+    from jepa_eval.report import plots
 
     records = load_records(results_dir)
     if not records:

@@ -30,8 +30,8 @@ from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from jepa_eval.atomic import atomic_path, atomic_write_json
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.atomic import atomic_path, atomic_write_json
+from jepa_eval.core.errors import JepaEvalError
 
 FEATURE_MODES = ("avgpool", "avgpool4", "cls", "cls4", "cls+avgpool", "pixels")
 # Bump when embed() or extract_features() changes the numbers they return: it is part of

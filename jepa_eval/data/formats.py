@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from jepa_eval.datasets.folders import describe_folder, is_image_name, read_image_folder, safe_relative, \
+from jepa_eval.data.folders import describe_folder, is_image_name, read_image_folder, safe_relative, \
     subfolders
-from jepa_eval.errors import JepaEvalError
+from jepa_eval.core.errors import JepaEvalError
 
 
 @dataclass

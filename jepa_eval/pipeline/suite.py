@@ -27,10 +27,10 @@ from typing import Any
 
 import yaml
 
-from jepa_eval import jobs
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.results import ResultRecord, load_records, write_record
-from jepa_eval.runner import ExtractOptions, ModelSpec, check_mode
+from jepa_eval.pipeline import evaluate as jobs
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.results.record import ResultRecord, load_records, write_record
+from jepa_eval.features.splits import ExtractOptions, ModelSpec, check_mode
 
 SUITE_PROTOCOLS = ("knn", "linear", "lowshot", "rank", "transfer")
 ENTRY_KEYS = {"protocol", "dataset", "datasets", "split", "modes", "params", "subset_file", "inner", "name"}
@@ -208,7 +208,7 @@ def _run_entry(spec: ModelSpec, backbone: Any, entry: ProtocolEntry, options: Ex
     # dict.fromkeys: modes that resolve to the same features (raw pixels) run once
     modes = list(dict.fromkeys(check_mode(backbone, m) for m in entry.modes)) or [check_mode(backbone, None)]
     if entry.protocol == "transfer":
-        from jepa_eval.transfer import transfer_records
+        from jepa_eval.pipeline.transfer import transfer_records
 
         return transfer_records(spec, backbone, list(entry.datasets), entry.inner, modes, config, options, log=log)
     records = []

@@ -28,8 +28,8 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor
 
-from jepa_eval.errors import JepaEvalError
-from jepa_eval.vit import VIT_SIZES, build_vit, vit_arch
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.backbones.vit import VIT_SIZES, build_vit, vit_arch
 
 StateDict = dict[str, Tensor]
 Recogniser = Callable[[Mapping[str, Any]], bool]
@@ -42,7 +42,7 @@ _MAX_LISTED_KEYS = 12
 class Backbone:
     """A loaded backbone: a timm ViT in eval mode (float32) and where it came from.
 
-    ``arch`` holds :func:`jepa_eval.vit.build_vit` keyword arguments, so ``build_vit(**arch)``
+    ``arch`` holds :func:`jepa_eval.backbones.vit.build_vit` keyword arguments, so ``build_vit(**arch)``
     rebuilds the same architecture. ``notes`` records changes made while loading (such as a
     resampled position embedding).
     """

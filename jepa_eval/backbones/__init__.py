@@ -1,0 +1,1 @@
+"""Stage 1: checkpoint files and model names -> a timm ViT backbone."""

@@ -1,0 +1,1 @@
+"""The ``jepa-eval`` command line."""

@@ -1,0 +1,1 @@
+"""Foundations every stage uses: user-facing errors, crash-safe writes, devices."""

@@ -1,0 +1,1 @@
+"""Stage 2: images -> feature vectors, extracted once into a content-keyed cache."""

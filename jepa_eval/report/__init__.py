@@ -1,0 +1,1 @@
+"""Stage 4: result records -> tidy tables, paper tables and plots."""

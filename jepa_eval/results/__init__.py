@@ -1,0 +1,1 @@
+"""Result records: one self-describing JSON file per protocol run."""
