@@ -1,6 +1,6 @@
 """The ``ijepa`` command line: ``ijepa train --config FILE [--dry-run] [--device ...]``.
 
-Run several processes with ``torchrun --nproc_per_node N -m ijepa.cli train --config FILE``.
+Run several processes with ``torchrun --nproc_per_node N -m ijepa train --config FILE``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from ijepa.config import load_config, shipped_configs
 from jepa_eval.core.errors import JepaEvalError, run_main
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
@@ -28,15 +29,14 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show Python trace
 
 @app.command()
 def train(
-    config: Annotated[Path, typer.Option("--config", help="YAML config (official I-JEPA schema + run section).")],
+    config: Annotated[str, typer.Option("--config", help="YAML config (official I-JEPA schema + run section), or a shipped config's name: " + ", ".join(shipped_configs()) + ".")],
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override one key, section.key=value (value read as YAML); repeat for several.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the resolved config; do not train.")] = False,
     device: Annotated[str | None, typer.Option("--device", help="auto, cpu or cuda (default: run.device).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
 ) -> None:
     """Train, or resume with meta.load_checkpoint: true."""
-    from ijepa.config import load_config
-
-    cfg = load_config(config)
+    cfg = load_config(config, overrides or [])
     if device not in (None, "auto", "cpu", "cuda"):
         raise JepaEvalError(f"unknown --device {device!r}", expected="auto, cpu or cuda")
     if dry_run:

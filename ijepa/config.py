@@ -10,6 +10,7 @@ key (with the closest valid one suggested), a wrong type or an impossible value 
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 import math
 import re
 import types
@@ -287,19 +288,63 @@ def predictor_dims(cfg: TrainConfig) -> tuple[int, int, int]:
     return cfg.meta.pred_emb_dim, cfg.meta.pred_depth, heads
 
 
-def load_config(path: str | Path) -> TrainConfig:
-    """Read and validate a YAML config (PyYAML ``safe_load``)."""
-    path = Path(path)
+SHIPPED_CONFIGS = "ijepa.configs"
+"""The package holding the shipped configs (the repository's ``configs/`` folder)."""
+
+
+def shipped_configs() -> list[str]:
+    """Names of the configs shipped with the package, e.g. ``digits_demo``."""
+    folder = importlib.resources.files(SHIPPED_CONFIGS)
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def resolve_config(name: str | Path) -> Path:
+    """``name`` itself when it is a file, else the shipped config of that name (``digits_demo``
+    or ``digits_demo.yaml``, also as ``configs/digits_demo.yaml``), else ``name`` unchanged
+    (so that :func:`load_config` reports it missing)."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    shipped = importlib.resources.files(SHIPPED_CONFIGS) / (path.name if path.suffix else f"{path.name}.yaml")
+    inside_configs = len(path.parts) == 1 or (len(path.parts) == 2 and path.parts[0] == "configs")
+    return Path(str(shipped)) if inside_configs and shipped.is_file() else path
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``data`` with each ``section.key=value`` of ``overrides`` set (the value read as YAML)."""
+    merged = {section: dict(values) if isinstance(values, dict) else values for section, values in data.items()}
+    for override in overrides:
+        key, sep, text = override.partition("=")
+        section, dot, name = key.strip().partition(".")
+        if not sep or not dot or not section or not name or "." in name:
+            raise ConfigError(None, f"override {override!r} is malformed",
+                              expected="section.key=value, e.g. logging.folder=runs/a or optimization.lr=5e-4")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError as err:
+            raise ConfigError(key, f"override value {text!r} is not valid YAML",
+                              found=" ".join(str(err).split())) from None
+        target = merged.setdefault(section, {})
+        if not isinstance(target, dict):
+            raise ConfigError(section, "is not a mapping", found=_describe(target))
+        target[name] = value
+    return merged
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """Read and validate a YAML config (PyYAML ``safe_load``): a file, or a shipped config's name
+    (:func:`resolve_config`), with ``section.key=value`` overrides applied before validation."""
+    path = resolve_config(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(None, "file not found", expected="an existing YAML file",
-                          found=f"no file at {path}", source=str(path)) from None
+    except (FileNotFoundError, IsADirectoryError):
+        raise ConfigError(None, "file not found", expected="an existing YAML file or a shipped config: "
+                          + ", ".join(shipped_configs()), found=f"no file at {path}", source=str(path)) from None
     except yaml.YAMLError as err:
         raise ConfigError(None, "is not valid YAML", found=" ".join(str(err).split()),
                           source=str(path)) from None
     try:
-        return config_from_dict({} if data is None else data)
+        return config_from_dict(apply_overrides(_mapping({} if data is None else data, ""), list(overrides)))
     except ConfigError as err:
         raise err.located(str(path)) from None
 

@@ -45,17 +45,28 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
 from jepa_eval.core.errors import JepaEvalError
 
-if TYPE_CHECKING:
-    from ijepa.config import MaskConfig
-
 RELAX_AFTER = 20
 """Failed context draws in a row after which one more target constraint is dropped."""
+
+
+class MaskSettings(Protocol):
+    """What the sampler reads of the config's ``mask`` section (:class:`ijepa.config.MaskConfig`)."""
+
+    allow_overlap: bool
+    aspect_ratio: tuple[float, float]
+    enc_mask_scale: tuple[float, float]
+    min_keep: int
+    num_enc_masks: int
+    num_pred_masks: int
+    patch_size: int
+    pred_mask_scale: tuple[float, float]
+    official_quirks: bool
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +86,7 @@ def block_shape(scale: float, aspect: float, grid: tuple[int, int],
     return rows, cols
 
 
-def context_floor(cfg: MaskConfig, grid: tuple[int, int]) -> int:
+def context_floor(cfg: MaskSettings, grid: tuple[int, int]) -> int:
     """Patches in the smallest context block ``cfg`` can draw on ``grid`` (at the lowest
     ``enc_mask_scale``): it must exceed ``min_keep`` for sampling to always end."""
     rows, cols = block_shape(cfg.enc_mask_scale[0], 1.0, grid, cfg.official_quirks)
@@ -90,7 +101,7 @@ class MultiBlockMasker:
     one ``torch.Generator`` seeded with ``seed``; :meth:`state_dict` saves it for exact resume.
     """
 
-    def __init__(self, cfg: MaskConfig, input_size: int | tuple[int, int], seed: int = 0) -> None:
+    def __init__(self, cfg: MaskSettings, input_size: int | tuple[int, int], seed: int = 0) -> None:
         size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         patch = cfg.patch_size
         if len(size) != 2 or any(s % patch or s < 2 * patch for s in size):

@@ -24,9 +24,9 @@ def test_two_process_knn_writes_one_result_equal_to_a_single_process(tmp_path: P
             "--device", "cpu", "--no-cache"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
-                    "-m", "jepa_eval.cli.app", *args, "--results-dir", str(tmp_path / "two")],
+                    "-m", "jepa_eval", *args, "--results-dir", str(tmp_path / "two")],
                    check=True, env=env, capture_output=True, timeout=300)
-    subprocess.run([sys.executable, "-m", "jepa_eval.cli.app", *args, "--results-dir", str(tmp_path / "one")],
+    subprocess.run([sys.executable, "-m", "jepa_eval", *args, "--results-dir", str(tmp_path / "one")],
                    check=True, env=env, capture_output=True, timeout=300)
     (two,) = load_records(tmp_path / "two")
     (one,) = load_records(tmp_path / "one")

@@ -319,7 +319,7 @@ def test_missing_training_images_are_an_error(tmp_path: Path) -> None:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "ijepa.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "ijepa", *args], capture_output=True, text=True,
                           cwd=REPO, env=env, timeout=300)
 
 
@@ -347,7 +347,7 @@ def test_two_cpu_processes_train_in_step_under_torchrun(images: Path, tmp_path: 
     path.write_text(yaml.safe_dump(d))
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "-m", "ijepa.cli", "train", "--config", str(path), "--quiet"],
+                          "-m", "ijepa", "train", "--config", str(path), "--quiet"],
                          capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     ckpt = torch.load(tmp_path / "jepa-latest.pth.tar", weights_only=True)

@@ -43,6 +43,17 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result record a
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
 
 
+def parse_models(entries: list[str], ckpt_key: str | None, trust: bool, seed: int) -> list[ModelSpec]:
+    """``NAME=PATH`` (or just PATH) values of ``--ckpt``."""
+    specs = []
+    for entry in entries:
+        name, sep, path = entry.partition("=")
+        if not sep or any(ch in name for ch in ":/\\"):
+            name, path = None, entry
+        specs.append(ModelSpec(ckpt=path, name=name, ckpt_key=ckpt_key, trust_checkpoint=trust, seed=seed))
+    return specs
+
+
 class Stopwatch:
     """Wall time of a command, in seconds."""
 

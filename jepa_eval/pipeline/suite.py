@@ -18,6 +18,7 @@ once (the feature cache), skips entries that already have a result in the result
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import traceback
 from collections.abc import Callable
@@ -33,6 +34,8 @@ from jepa_eval.results.record import ResultRecord, load_records, write_record
 from jepa_eval.features.splits import ExtractOptions, ModelSpec, check_mode
 
 SUITE_PROTOCOLS = ("knn", "linear", "lowshot", "rank", "transfer")
+SHIPPED_SUITES = "jepa_eval.suites"
+"""The package holding the shipped suite files (the repository's ``protocols/`` folder)."""
 ENTRY_KEYS = {"protocol", "dataset", "datasets", "split", "modes", "params", "subset_file", "inner", "name"}
 
 
@@ -99,11 +102,27 @@ def _entry(raw: Any, path: Path, where: str) -> ProtocolEntry:
     return entry
 
 
+def shipped_suites() -> list[str]:
+    """Names of the suites shipped with the package, e.g. ``cpu-quick``."""
+    folder = importlib.resources.files(SHIPPED_SUITES)
+    return sorted(entry.name.removesuffix(".yaml") for entry in folder.iterdir() if entry.name.endswith(".yaml"))
+
+
+def resolve_suite(name: str | Path) -> Path:
+    """``name`` itself when it is a file or has a suffix, else the shipped suite of that name
+    (``cpu-quick`` -> the package's ``cpu-quick.yaml``)."""
+    path = Path(name)
+    if path.exists() or path.suffix:
+        return path
+    return Path(str(importlib.resources.files(SHIPPED_SUITES) / f"{path.name}.yaml"))
+
+
 def load_suite(path: str | Path) -> Suite:
     """Read and validate a suite (or a single protocol) file; errors name the file and key path."""
     path = Path(path)
     if not path.is_file():
-        raise JepaEvalError(f"suite file {path} does not exist", expected="a YAML file such as protocols/cpu-quick.yaml")
+        raise JepaEvalError(f"suite file {path} does not exist",
+                            expected="a YAML suite file, or the name of a shipped suite: " + ", ".join(shipped_suites()))
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:

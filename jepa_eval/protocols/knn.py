@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.protocols import check_num_classes, check_split_pair
+from jepa_eval.protocols.checks import check_num_classes, check_split_pair
 from jepa_eval.results.record import Metric
 
 TOP_CLASSES = 5  # ranked classes kept per query, for top-5 accuracy

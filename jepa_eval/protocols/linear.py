@@ -37,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.protocols import check_num_classes, check_split_pair
+from jepa_eval.protocols.checks import check_num_classes, check_split_pair
 from jepa_eval.results.record import Metric
 
 SELECT_ON = ("val", "eval")

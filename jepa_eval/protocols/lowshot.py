@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.protocols import check_num_classes, check_split_pair
+from jepa_eval.protocols.checks import check_num_classes, check_split_pair
 from jepa_eval.results.record import Metric
 
 #: Every other value of DINOv2's grid 10^linspace(-6, 5, 45): half-decade steps, half the cost.
