@@ -6,7 +6,6 @@ Run several processes with ``torchrun --nproc_per_node N -m ijepa train --config
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Annotated
 
 import typer

@@ -47,6 +47,7 @@ from typing import Any
 from ijepa.config import load_config
 from jepa_eval.core.atomic import atomic_write_text
 from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.protocols.knn import REFERENCE_K
 from jepa_eval.results.record import ResultRecord, load_records
 from scripts.shared_data import extract_shared_archive
 
@@ -156,7 +157,7 @@ def epoch_models() -> dict[str, str]:
 def knn_and_curve(compared: dict[str, str]) -> None:
     """k-NN of each model not yet in ``OUT/knn``, and the learning curve of each I-JEPA run
     (rank metrics incl. LiDAR and a subset k-NN per checkpoint)."""
-    done = {r.model["name"] for r in load_records(OUT / "knn")} if (OUT / "knn").is_dir() else set()
+    done = {r.model.name for r in load_records(OUT / "knn")} if (OUT / "knn").is_dir() else set()
     for name, spec in compared.items():
         if name not in done:
             run(JEPA_EVAL, "knn", "--ckpt", spec, "--name", name, *DATA, *COMMON, "--results-dir", str(OUT / "knn"))
@@ -219,8 +220,8 @@ def knn_rows(records: list[ResultRecord]) -> list[dict[str, object]]:
     """Top-1/top-5 at k = 20 of every k-NN record, by model."""
     rows = []
     for record in sorted(records, key=lambda r: -r.summary.get("best_top1", 0)):
-        at20 = {m["name"]: m["value"] for m in record.metrics if m.get("k") == 20}
-        rows.append({"model": record.model["name"], "features": record.features["mode"],
+        at20 = {m.name: m.value for m in record.metrics if m.coords.get("k") == REFERENCE_K}
+        rows.append({"model": record.model.name, "features": record.features.mode,
                      "k-NN top-1 (k=20)": f"{at20['top1']:.2f}", "k-NN top-5 (k=20)": f"{at20['top5']:.2f}"})
     return rows
 
@@ -229,9 +230,9 @@ def curve_rows(record: ResultRecord) -> list[dict[str, object]]:
     """One row per checkpoint of a monitor record: epoch, the rank metrics it has, k-NN top-1."""
     by_epoch: dict[int, dict[str, object]] = {}
     for m in record.metrics:
-        row = by_epoch.setdefault(m["epoch"], {"epoch": m["epoch"], "checkpoint": m["checkpoint"]})
-        if m["name"] in (*CURVE_METRICS, "knn_top1"):
-            row[m["name"]] = f"{m['value']:.4g}"
+        row = by_epoch.setdefault(m.coords["epoch"], {"epoch": m.coords["epoch"], "checkpoint": m.coords["checkpoint"]})
+        if m.name in (*CURVE_METRICS, "knn_top1"):
+            row[m.name] = f"{m.value:.4g}"
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
@@ -265,8 +266,8 @@ def is_transfer(record: ResultRecord) -> bool:
 def run_of(record: ResultRecord) -> str | None:
     """The config name whose run folder holds the record's checkpoint; None for random encoders
     (``random:PATH``) and raw pixels."""
-    path = record.model.get("path") or ""
-    if record.model.get("family") != "ijepa" or ":" in path:
+    path = record.model.path or ""
+    if record.model.family != "ijepa" or ":" in path:
         return None
     folder = (REPO / path).resolve().parent
     return next((name for name in CONFIGS if folder == run_dir(name).resolve()), None)
@@ -284,7 +285,7 @@ def best_linear(records: list[ResultRecord]) -> str:
     """Top-1 and pooling of the linear record chosen on held-out train (highest
     ``chosen_val_top1``), as a table cell: "49.02 (avgpool4)"."""
     best = max(records, key=lambda r: r.summary["chosen_val_top1"])
-    return f"{best.summary['top1']:.2f} ({best.features['mode']})"
+    return f"{best.summary['top1']:.2f} ({best.features.mode})"
 
 
 def suite_rows(records: list[ResultRecord], names: list[str]) -> list[dict[str, object]]:
@@ -292,11 +293,11 @@ def suite_rows(records: list[ResultRecord], names: list[str]) -> list[dict[str, 
     protocol; a protocol the model lacks shows "-"."""
     rows = []
     for name in names:
-        mine = [r for r in records if r.model["name"] == name]
+        mine = [r for r in records if r.model.name == name]
         if not mine:
             continue
         row: dict[str, object] = {"model": name, "trained on": trained_on(mine[0])}
-        cifar_linear = {r.features["mode"]: r for r in mine if r.protocol == "linear" and not is_transfer(r)}
+        cifar_linear = {r.features.mode: r for r in mine if r.protocol == "linear" and not is_transfer(r)}
         for r in mine:
             if r.protocol == "knn":
                 row["k-NN k=20"] = f"{r.summary['top1_k20']:.2f}"
@@ -324,7 +325,7 @@ def transfer_rows(records: list[ResultRecord], names: list[str]) -> list[dict[st
     every model in ``names``, by training set: both directions of the transfer."""
     rows = []
     for name in names:
-        linear = [r for r in records if r.model["name"] == name and r.protocol == "linear"]
+        linear = [r for r in records if r.model.name == name and r.protocol == "linear"]
         cifar = [r for r in linear if not is_transfer(r)]
         imagenette = [r for r in linear if is_transfer(r)]
         if not (cifar and imagenette):
@@ -339,8 +340,8 @@ def rank_vs_linear_rows(curve: list[dict[str, object]], records: list[ResultReco
     avgpool4) over the saved epochs of the 30-minute run."""
     rows = []
     for mode in ("avgpool", "avgpool4"):
-        linear = {epoch_of(r.model["path"]): r.summary["top1"] for r in records
-                  if r.protocol == "linear" and not is_transfer(r) and r.features["mode"] == mode
+        linear = {epoch_of(r.model.path): r.summary["top1"] for r in records
+                  if r.protocol == "linear" and not is_transfer(r) and r.features.mode == mode
                   and run_of(r) == "ijepa-30min"}
         epochs = sorted(linear)
         rows += [{"metric": metric, "linear probe": mode, "epochs": " ".join(str(e) for e in epochs),

@@ -37,12 +37,14 @@ def _model(name: str) -> dict[str, Any]:
 
 def _record(protocol: str, name: str, params: dict[str, Any], metrics: list[dict[str, Any]], *,
             created: str, mode: str | None = None, dataset: str = "cifar10", **extra: Any) -> ResultRecord:
-    return ResultRecord(protocol=protocol, protocol_version="1", model=_model(name),
-                        dataset={"name": dataset, "train_split": "train", "eval_split": "test",
-                                 "n_train": 50000, "n_eval": 10000, "num_classes": 10},
-                        features={"mode": mode or MODELS.get(name, MODELS["ijepa-b16"])[2], "image_size": 224}, params=params,
-                        metrics=metrics, created=created, command=["jepa-eval", protocol],
-                        environment={"python": "3"}, **extra)
+    """A record as its result file would hold it, read back through ``ResultRecord.from_json``."""
+    return ResultRecord.from_json({
+        "protocol": protocol, "protocol_version": "1", "model": _model(name),
+        "dataset": {"name": dataset, "train_split": "train", "eval_split": "test",
+                    "n_train": 50000, "n_eval": 10000, "num_classes": 10},
+        "features": {"mode": mode or MODELS.get(name, MODELS["ijepa-b16"])[2], "image_size": 224}, "params": params,
+        "metrics": metrics, "created": created, "command": ["jepa-eval", protocol],
+        "environment": {"python": "3"}, **extra})
 
 
 def knn_record(name: str, *, created: str = "2024-01-01T00:00:00+00:00", mode: str | None = None,

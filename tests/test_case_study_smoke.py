@@ -9,7 +9,7 @@ from types import ModuleType
 import pytest
 
 from ijepa.config import TrainConfig, encoder_dims, load_config
-from jepa_eval.results.record import ResultRecord
+from jepa_eval.results.record import DatasetInfo, FeatureInfo, Metric, ModelInfo, ResultRecord
 from jepa_eval.pipeline.suite import config_for, load_suite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,11 +58,15 @@ def test_the_case_study_suite_runs_knn_linear_lowshot_rank_on_cifar10_then_trans
     assert transfer.datasets == ("imagefolder:.cache/case-study/imagenette",)
 
 
+def model_info(name: str, path: str = "") -> ModelInfo:
+    return ModelInfo(name=name, path=path, sha256=None, family="ijepa", ckpt_key="target_encoder", arch={})
+
+
 def _knn_record(name: str, top1_at: dict[int, float]) -> ResultRecord:
     metrics = [{"name": n, "value": v + (10 if n == "top5" else 0), "k": k}
                for k, v in top1_at.items() for n in ("top1", "top5")]
-    return ResultRecord(protocol="knn", protocol_version="1", model={"name": name}, dataset={},
-                        features={"mode": "avgpool"}, params={}, metrics=metrics,
+    return ResultRecord(protocol="knn", protocol_version="1", model=model_info(name), dataset=DatasetInfo("cifar10"),
+                        features=FeatureInfo("avgpool"), params={}, metrics=[Metric.from_dict(m) for m in metrics],
                         summary={"best_top1": max(top1_at.values())})
 
 
@@ -114,10 +118,9 @@ def test_the_imagenette_config_is_the_30_minute_recipe_on_64_px_crops_with_the_s
 
 def _record(protocol: str, name: str, summary: dict[str, float], mode: str = "avgpool", *,
             transfer: bool = False, path: str = "") -> ResultRecord:
-    return ResultRecord(protocol=protocol, protocol_version="1",
-                        model={"name": name, "family": "ijepa", "path": path}, dataset={},
-                        features={"mode": mode}, params={"transfer": transfer} if transfer else {},
-                        metrics=[], summary=summary)
+    return ResultRecord(protocol=protocol, protocol_version="1", model=model_info(name, path),
+                        dataset=DatasetInfo("cifar10"), features=FeatureInfo(mode),
+                        params={"transfer": transfer} if transfer else {}, metrics=[], summary=summary)
 
 
 def _trained_model_records(name: str, path: str) -> list[ResultRecord]:

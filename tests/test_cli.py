@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from helpers_ckpt import make_checkpoint
 from helpers_data import make_imagefolder
 from jepa_eval.cli.app import app
-from jepa_eval.results.record import load_records
+from jepa_eval.results.record import FeatureInfo, load_records
 
 runner = CliRunner()
 CLASSES = ["red", "green", "blue", "white"]
@@ -41,14 +41,14 @@ def test_knn_writes_one_self_describing_result_and_reuses_cached_features(worksp
     first = _invoke(["knn", "--ckpt", str(workspace["ckpt"]), "--data", data, "--k", "1,3"], workspace, tmp_path)
     assert "extracted" in first.output
     (record,) = load_records(tmp_path)
-    assert record.protocol == "knn" and record.model["family"] == "ijepa"
-    assert record.model["ckpt_key"] == "target_encoder" and len(record.model["sha256"]) == 64
-    assert record.dataset["n_train"] == 24 and record.dataset["n_eval"] == 24
-    assert record.features == {"mode": "avgpool", "image_size": 32}
-    assert {(m["name"], m["k"]) for m in record.metrics} == {("top1", 1), ("top5", 1), ("top1", 3), ("top5", 3)}
+    assert record.protocol == "knn" and record.model.family == "ijepa"
+    assert record.model.ckpt_key == "target_encoder" and len(record.model.sha256) == 64
+    assert record.dataset.n_train == 24 and record.dataset.n_eval == 24
+    assert record.features == FeatureInfo(mode="avgpool", image_size=32)
+    assert {(m.name, m.coords["k"]) for m in record.metrics} == {("top1", 1), ("top5", 1), ("top1", 3), ("top5", 3)}
     assert record.environment["packages"]["torch"].startswith("2.")
     # solid colours: every class is one point, so 1-NN is exact
-    assert next(m["value"] for m in record.metrics if m["name"] == "top1" and m["k"] == 1) == 100.0
+    assert next(m.value for m in record.metrics if m.name == "top1" and m.coords["k"] == 1) == 100.0
     second = _invoke(["knn", "--ckpt", str(workspace["ckpt"]), "--data", data, "--k", "1,3"], workspace, tmp_path)
     assert second.output.count("reused from the feature cache") == 2
     assert len(load_records(tmp_path)) == 2
@@ -59,7 +59,7 @@ def test_json_flag_prints_the_record_on_stdout(workspace, tmp_path):
                       "--k", "1", "--json"], workspace, tmp_path)
     printed = json.loads(result.stdout[result.stdout.index("{"):])
     (record,) = load_records(tmp_path)
-    assert printed["run_id"] == record.run_id and printed["metrics"] == record.metrics
+    assert printed == record.to_json()
 
 
 def test_linear_reports_the_head_chosen_on_held_out_train(workspace, tmp_path):
@@ -69,7 +69,7 @@ def test_linear_reports_the_head_chosen_on_held_out_train(workspace, tmp_path):
     assert record.params["selected_on"] == "val"
     assert record.summary["top1"] == 100.0
     assert {"chosen_lr", "chosen_wd", "chosen_batchnorm"} <= set(record.summary)
-    grid = [m for m in record.metrics if m["name"] == "val_top1"]
+    grid = [m for m in record.metrics if m.name == "val_top1"]
     assert len(grid) == 2 * 2 * 2  # lrs x weight decays x {plain, BatchNorm}
 
 
@@ -107,7 +107,7 @@ def test_a_bad_checkpoint_is_one_paragraph_without_traceback(tmp_path):
 def test_raw_pixels_baseline_is_a_model_like_any_other(workspace, tmp_path):
     _invoke(["knn", "--ckpt", "pixels:8", "--data", f"imagefolder:{workspace['data']}", "--k", "1"], workspace, tmp_path)
     (record,) = load_records(tmp_path)
-    assert record.model["family"] == "pixels" and record.features["mode"] == "pixels"
+    assert record.model.family == "pixels" and record.features.mode == "pixels"
     assert record.summary["best_top1"] == 100.0  # solid colours are separable in pixel space
 
 

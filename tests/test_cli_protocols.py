@@ -45,11 +45,11 @@ def test_lowshot_reports_mean_and_std_over_seeds_and_keeps_every_seed(workspace,
     _run(["lowshot", "--ckpt", str(workspace["ckpt"]), "--data", f"imagefolder:{workspace['data']}",
           "--fraction", "0.5", "--shots", "2", "--seeds", "3"], workspace, tmp_path)
     (record,) = load_records(tmp_path)
-    per_seed = [m for m in record.metrics if m["name"] == "top1" and m.get("fraction") == 0.5]
-    assert sorted(m["seed"] for m in per_seed) == [0, 1, 2]
-    mean = next(m for m in record.metrics if m["name"] == "top1_mean" and m.get("fraction") == 0.5)
-    assert mean["value"] == pytest.approx(np.mean([m["value"] for m in per_seed]))
-    assert any(m["name"] == "top1_mean" and m.get("shots") == 2 for m in record.metrics)
+    per_seed = [m for m in record.metrics if m.name == "top1" and m.coords.get("fraction") == 0.5]
+    assert sorted(m.coords["seed"] for m in per_seed) == [0, 1, 2]
+    mean = next(m for m in record.metrics if m.name == "top1_mean" and m.coords.get("fraction") == 0.5)
+    assert mean.value == pytest.approx(np.mean([m.value for m in per_seed]))
+    assert any(m.name == "top1_mean" and m.coords.get("shots") == 2 for m in record.metrics)
 
 
 def test_lowshot_fraction_that_empties_a_class_is_an_error(workspace, tmp_path):
@@ -64,9 +64,9 @@ def test_rank_writes_every_diagnostic_with_the_lidar_constants(workspace, tmp_pa
     _run(["rank", "--ckpt", str(workspace["ckpt"]), "--data", f"imagefolder:{workspace['data']}",
           "--samples", "40", "--lidar-images", "8", "--lidar-views", "3"], workspace, tmp_path)
     (record,) = load_records(tmp_path)
-    names = {m["name"] for m in record.metrics}
+    names = {m.name for m in record.metrics}
     assert {"rankme", "rankme_norm", "alpha_req", "lidar", "feature_std", "mean_cosine", "uniformity"} <= names
-    assert record.dataset["n_used"] == 40 and record.params["lidar_delta"] == 1e-4
+    assert record.dataset.n_used == 40 and record.params["lidar_delta"] == 1e-4
     assert 1.0 <= record.summary["rankme"] <= 40
 
 
@@ -76,12 +76,12 @@ def test_transfer_reports_the_winning_mode_per_dataset_for_each_model(workspace,
                    "--datasets", data, "--protocol", "linear", "--features", "avgpool,avgpool4", "--epochs", "5"],
                   workspace, tmp_path)
     records = load_records(tmp_path)
-    assert sorted(r.model["name"] for r in records) == ["rand", "tiny"]
+    assert sorted(r.model.name for r in records) == ["rand", "tiny"]
     for record in records:
         assert record.params["transfer"] is True and record.summary["selected_on"] == "val"
         assert record.summary["mode"] in ("avgpool", "avgpool4")
-        candidates = [m for m in record.metrics if m["name"] == "candidate_val_top1"]
-        assert {m["mode"] for m in candidates} == {"avgpool", "avgpool4"}
+        candidates = [m for m in record.metrics if m.name == "candidate_val_top1"]
+        assert {m.coords["mode"] for m in candidates} == {"avgpool", "avgpool4"}
     assert "tiny" in result.stdout and "rand" in result.stdout
 
 
@@ -143,8 +143,8 @@ def test_monitor_flags_nothing_on_a_healthy_short_run_and_plots_each_metric(work
     result = _run(["monitor", str(run_dir), "--data", f"imagefolder:{workspace['data']}", "--samples", "40"],
                   workspace, tmp_path / "r")
     (record,) = load_records(tmp_path / "r")
-    assert sorted({m["epoch"] for m in record.metrics}) == [1, 2]
-    assert {"rankme", "feature_std", "knn_top1"} <= {m["name"] for m in record.metrics}
+    assert sorted({m.coords["epoch"] for m in record.metrics}) == [1, 2]
+    assert {"rankme", "feature_std", "knn_top1"} <= {m.name for m in record.metrics}
     assert "plot:" in result.output
     assert list((tmp_path / "r").glob("*.png"))
 

@@ -311,7 +311,7 @@ def _race_suite(tmp_path: Path, data: str) -> Path:
 def _count_per_result(results: Path) -> dict[tuple[str, str], int]:
     counts: dict[tuple[str, str], int] = {}
     for record in load_records(results):
-        key = (record.model["sha256"], record.params["suite_entry"])
+        key = (record.model.sha256, record.params["suite_entry"])
         counts[key] = counts.get(key, 0) + 1
     return counts
 

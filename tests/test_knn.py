@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.protocols import PROTOCOL_VERSIONS, PROTOCOLS
 from jepa_eval.protocols.knn import (KNNConfig, knn_evaluate, knn_predict, knn_predict_torch,
                                      ranked_accuracy)
 
@@ -150,7 +149,3 @@ def test_mismatched_shapes_and_bad_options_are_errors() -> None:
         knn_predict(FOUR_POINTS, FOUR_LABELS, QUERY, KNNConfig(ks=(1,), backend="annoy"))
     with pytest.raises(JepaEvalError, match="temperature must be positive"):
         knn_predict(FOUR_POINTS, FOUR_LABELS, QUERY, KNNConfig(ks=(1,), temperature=0.0))
-
-
-def test_knn_is_registered_with_a_version() -> None:
-    assert "knn" in PROTOCOLS and PROTOCOL_VERSIONS["knn"] == "1"

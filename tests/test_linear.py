@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.protocols import PROTOCOL_VERSIONS, PROTOCOLS
 from jepa_eval.protocols.linear import (LinearConfig, head_accuracies, linear_probe,
                                         stratified_split, train_heads)
 
@@ -179,7 +178,3 @@ def test_bad_inputs_and_settings_are_errors() -> None:
         linear_probe(x, y, bad, y, LinearConfig(**SMALL), progress=False)
     with pytest.raises(JepaEvalError, match="different widths"):
         linear_probe(x, y, x[:, :8], y, LinearConfig(**SMALL), progress=False)
-
-
-def test_linear_is_registered_with_a_version() -> None:
-    assert "linear" in PROTOCOLS and PROTOCOL_VERSIONS["linear"] == "1"

@@ -12,8 +12,7 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.protocols.lowshot import (LowShotConfig, fit_logreg, lowshot_evaluate, read_subset_file,
-                                         sample_fraction, sample_shots, topk_accuracy, validation_split)
+from jepa_eval.protocols.lowshot import (LowShotConfig, fit_logreg, lowshot_evaluate, sample_fraction, sample_shots, topk_accuracy, validation_split)
 
 SMALL_GRID = (1e-3, 1e-1, 10.0)
 #: Protocol tests check behaviour, not convergence: few L-BFGS iterations keep them fast.
@@ -82,42 +81,6 @@ def test_validation_split_keeps_a_training_sample_in_every_class():
     assert Counter(labels[val].tolist()) == {1: 1, 2: 2}
     assert Counter(labels[train].tolist()) == {0: 1, 1: 1, 2: 8}
     assert set(train).isdisjoint(val) and len(train) + len(val) == len(labels)
-
-
-NAMES = [f"n0144_{i}.JPEG" for i in range(20)]
-
-
-def test_subset_file_gives_indices_in_file_order_ignoring_blank_lines(tmp_path):
-    path = tmp_path / "1percent.txt"
-    path.write_text("n0144_7.JPEG\n\nn0144_2.JPEG\n  \nn0144_19.JPEG\n")
-    assert read_subset_file(path, NAMES).tolist() == [7, 2, 19]
-
-
-def test_subset_file_reports_the_count_and_first_five_missing_names(tmp_path):
-    path = tmp_path / "s.txt"
-    path.write_text("\n".join(["n0144_1.JPEG"] + [f"x_{i}.JPEG" for i in range(7)]))
-    with pytest.raises(JepaEvalError) as info:
-        read_subset_file(path, NAMES)
-    message = str(info.value)
-    assert "7 of 8 images" in message
-    assert "x_4.JPEG" in message and "x_5.JPEG" not in message
-
-
-@pytest.mark.parametrize("line", ["train/n0144_1.JPEG", "..", "a\\b.JPEG"])
-def test_subset_file_rejects_paths(tmp_path, line):
-    path = tmp_path / "s.txt"
-    path.write_text(f"n0144_1.JPEG\n{line}\n")
-    with pytest.raises(JepaEvalError, match="paths, not file names"):
-        read_subset_file(path, NAMES)
-
-
-def test_subset_file_rejects_repeats_and_unreadable_files(tmp_path):
-    path = tmp_path / "s.txt"
-    path.write_text("n0144_1.JPEG\nn0144_1.JPEG\n")
-    with pytest.raises(JepaEvalError, match="more than once"):
-        read_subset_file(path, NAMES)
-    with pytest.raises(JepaEvalError, match="cannot read"):
-        read_subset_file(tmp_path / "absent.txt", NAMES)
 
 
 @pytest.mark.parametrize("C", [1e-2, 1.0])
@@ -206,7 +169,7 @@ def test_one_shot_uses_the_fallback_c(digits):
 def test_subset_runs_once_on_exactly_the_given_images(digits):
     x, y = digits
     subset = sample_shots(y[:1000], 4, seed=9)
-    config = LowShotConfig(seeds=5, Cs=SMALL_GRID, max_iter=FEW_ITERATIONS)
+    config = LowShotConfig(seeds=5, Cs=SMALL_GRID, max_iter=FEW_ITERATIONS, subset_file="4-shot.txt")
     result = lowshot_evaluate(x[:1000], y[:1000], x[1000:], y[1000:], config, subset_indices=subset,
                               progress=False)
     assert [(m.name, m.coords["subset"], m.coords["seed"]) for m in result.metrics] == [
@@ -222,10 +185,13 @@ def test_top5_is_left_out_with_five_classes_or_fewer(digits):
     assert [m.name for m in result.metrics] == ["top1"]
 
 
+def test_with_no_setting_given_the_protocol_takes_one_percent_of_the_labels():
+    assert LowShotConfig().fractions == (0.01,)
+    assert LowShotConfig(shots=(5,)).fractions == () and LowShotConfig(subset_file="1percent.txt").fractions == ()
+
+
 def test_bad_inputs_are_errors(digits):
     x, y = digits
-    with pytest.raises(JepaEvalError, match="no low-shot setting"):
-        lowshot_evaluate(x, y, x, y, LowShotConfig(), progress=False)
     with pytest.raises(JepaEvalError, match="different widths"):
         lowshot_evaluate(x, y, x[:, :10], y, LowShotConfig(shots=(1,)), progress=False)
     with pytest.raises(JepaEvalError, match="subset indices"):

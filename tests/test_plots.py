@@ -15,7 +15,7 @@ from helpers_report import (COLLAPSE_EPOCH, LIDAR, LINEAR_TOP1, LOWSHOT, MONITOR
 from jepa_eval.report import plots
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.report.tables import collapse_epochs, tidy_frame
-from jepa_eval.results.record import ResultRecord, load_records
+from jepa_eval.results.record import Metric, ResultRecord, load_records
 
 STEMS = ("bars_knn", "bars_linear", "bars_lowshot", "lowshot_curves", "knn_vs_k", "monitor",
          "rankme_vs_linear", "lidar_vs_linear")
@@ -101,8 +101,8 @@ def test_scatter_needs_three_checkpoints(tmp_path):
 
 def _raw_pixels(record: ResultRecord, metrics: list[dict[str, object]]) -> ResultRecord:
     """``record`` as if measured on 3,072-d raw pixels: another model name, mode and metrics."""
-    model = {**record.model, "name": "pixels", "sha256": None}
-    return replace(record, model=model, features={**record.features, "mode": "pixels"}, metrics=metrics)
+    return replace(record, model=replace(record.model, name="pixels", sha256=None),
+                   features=replace(record.features, mode="pixels"), metrics=[Metric.from_dict(m) for m in metrics])
 
 
 def test_scatter_ranks_only_features_of_one_size(tmp_path):

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.protocols.rank import (alpha_req, detect_collapse, feature_std, lidar, mean_cosine,
+from jepa_eval.protocols.monitor import CollapseRule
+from jepa_eval.protocols.rank import (alpha_req, feature_std, lidar, mean_cosine,
                                       rank_metrics, rankme, rankme_norm, uniformity)
 
 
@@ -125,7 +126,8 @@ def test_all_equal_rows_are_collapsed_on_every_metric():
     assert rows["mean_cosine"] == pytest.approx(1.0, abs=1e-12)
     assert rows["feature_std"] == pytest.approx(0.0, abs=1e-12)
     assert rows["uniformity"] == pytest.approx(0.0, abs=1e-6)
-    assert detect_collapse([1, 2], [30.0, rows["rankme"]], [0.1, rows["feature_std"]]) == 2
+    healthy = {"rankme": 30.0, "rankme_norm": 0.5, "feature_std": 0.1}
+    assert CollapseRule().first_collapse([1, 2], [healthy, rows]) == 2
 
 
 def test_mean_cosine_excludes_the_diagonal():
@@ -172,22 +174,33 @@ def test_non_finite_features_are_rejected():
         rankme(z)
 
 
-def test_detect_collapse_finds_the_first_epoch_below_a_fifth_of_the_peak():
+def history(rankme: list[float], std: list[float], ceiling: float = 200.0) -> list[dict[str, float]]:
+    """Measurements of a run whose RankMe ceiling min(N, D) is ``ceiling``."""
+    return [{"rankme": r, "rankme_norm": r / ceiling, "feature_std": s} for r, s in zip(rankme, std)]
+
+
+def test_collapse_is_the_first_epoch_below_a_fifth_of_the_running_peak():
     epochs = [0, 10, 20, 30, 40]
-    rank = [50.0, 120.0, 90.0, 20.0, 5.0]
-    std = [0.1] * 5
-    assert detect_collapse(epochs, rank, std) == 30
+    assert CollapseRule().first_collapse(epochs, history([50.0, 120.0, 90.0, 20.0, 5.0], [0.1] * 5)) == 30
 
 
-def test_detect_collapse_flags_vanishing_std_and_nan():
-    assert detect_collapse([1, 2, 3], [10, 10, 10], [0.1, 5e-4, 0.1]) == 2
-    assert detect_collapse([1, 2, 3], [10, float("nan"), 10], [0.1, 0.1, 0.1]) == 2
+def test_collapse_flags_a_rankme_below_one_percent_of_its_ceiling_even_at_its_peak():
+    """A run that never had rank (RankMe 1.5 of 200 possible) is collapsed from its first epoch."""
+    assert CollapseRule().first_collapse([1, 2], history([1.5, 1.6], [0.1, 0.1])) == 1
 
 
-def test_detect_collapse_is_none_for_a_healthy_run():
-    assert detect_collapse([1, 2, 3], [10.0, 30.0, 25.0], [0.05, 0.05, 0.04]) is None
+def test_collapse_flags_vanishing_std_and_nan():
+    rule = CollapseRule()
+    assert rule.first_collapse([1, 2, 3], history([10, 10, 10], [0.1, 5e-4, 0.1])) == 2
+    assert rule.first_collapse([1, 2, 3], history([10, float("nan"), 10], [0.1, 0.1, 0.1])) == 2
 
 
-def test_detect_collapse_rejects_mismatched_lengths():
-    with pytest.raises(JepaEvalError, match="same length"):
-        detect_collapse([1, 2], [1.0], [0.1, 0.1])
+def test_collapse_is_none_for_a_healthy_run():
+    assert CollapseRule().first_collapse([1, 2, 3], history([10.0, 30.0, 25.0], [0.05, 0.05, 0.04])) is None
+
+
+def test_collapse_detection_rejects_mismatched_lengths_and_unordered_epochs():
+    with pytest.raises(JepaEvalError, match="one measurement per epoch"):
+        CollapseRule().first_collapse([1, 2], history([1.0], [0.1]))
+    with pytest.raises(JepaEvalError, match="not increasing"):
+        CollapseRule().first_collapse([2, 1], history([10.0, 10.0], [0.1, 0.1]))

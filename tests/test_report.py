@@ -14,7 +14,7 @@ from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.report.tables import (PUBLISHED_CSV, RECORD_COLUMNS, add_published, filter_frame,
                               load_published, paper_table, tidy_frame, to_latex, to_markdown,
                               write_report)
-from jepa_eval.results.record import load_records, write_record
+from jepa_eval.results.record import Metric, load_records, write_record
 
 
 @pytest.fixture()
@@ -54,7 +54,7 @@ def test_seed_comes_from_params_or_from_the_metric_coords(frame):
 def test_a_coordinate_named_like_a_record_column_overrides_it_for_its_row():
     record = linear_record("ijepa-b16", 0)  # a transfer record: candidates carry their own mode
     record.params["transfer"] = True
-    record.metrics.append({"name": "candidate_val_top1", "value": 70.0, "mode": "avgpool4"})
+    record.metrics.append(Metric("candidate_val_top1", 70.0, {"mode": "avgpool4"}))
     frame = tidy_frame([record])
     assert frame.set_index("metric").loc["candidate_val_top1", "mode"] == "avgpool4"
     assert frame.set_index("metric").loc["top1", "mode"] == "avgpool"
@@ -142,7 +142,7 @@ def test_caption_lists_the_protocol_settings(frame):
 
 def test_published_rows_sit_under_a_rule_with_their_source_in_a_footnote(tmp_path):
     record = linear_record("ijepa-b16", 0)
-    record.dataset["name"] = "imagenet"
+    record.dataset.name = "imagenet"
     write_record(record, tmp_path)
     table = add_published(paper_table(tidy_frame(load_records(tmp_path)), protocol="linear"))
     assert "I-JEPA ViT-H/14" in table.reference_rows
@@ -162,7 +162,7 @@ def test_published_lowshot_rows_match_the_one_percent_column(tmp_path):
     from helpers_report import lowshot_record
 
     record = lowshot_record()
-    record.dataset["name"] = "imagenet"
+    record.dataset.name = "imagenet"
     write_record(record, tmp_path)
     table = add_published(paper_table(tidy_frame(load_records(tmp_path)), protocol="lowshot"))
     assert table.reference_cells[("MSN ViT-B/4", ("lowshot", "imagenet", "1%"))].mean == 75.7

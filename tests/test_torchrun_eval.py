@@ -30,4 +30,4 @@ def test_two_process_knn_writes_one_result_equal_to_a_single_process(tmp_path: P
                    check=True, env=env, capture_output=True, timeout=300)
     (two,) = load_records(tmp_path / "two")
     (one,) = load_records(tmp_path / "one")
-    assert two.metrics == one.metrics and two.dataset["n_train"] == 15
+    assert two.metrics == one.metrics and two.dataset.n_train == 15

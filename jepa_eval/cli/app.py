@@ -23,8 +23,8 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show Python trace
     _DEBUG["on"] = debug
 
 
-for command in (protocols.knn, protocols.linear, protocols.lowshot, protocols.rank, transfer.transfer,
-                monitor.monitor, features.features, suite.suite, suite.report, demo.demo):
+for command in (*protocols.commands(), transfer.transfer, monitor.monitor_command(), features.features,
+                suite.suite, suite.report, demo.demo):
     app.command()(command)
 app.add_typer(cache.app, name="cache")
 

@@ -25,7 +25,8 @@ import yaml
 from jepa_eval.cli import options as c
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.features.splits import ExtractOptions, ModelSpec
-from jepa_eval.pipeline.monitor import MonitorConfig, monitor_run
+from jepa_eval.pipeline.monitor import monitor_run
+from jepa_eval.protocols.monitor import MonitorConfig
 from jepa_eval.pipeline.suite import load_suite, resolve_suite, run_suite
 from jepa_eval.report.tables import write_report
 from jepa_eval.results.record import write_record

@@ -8,8 +8,8 @@ from typing import Annotated
 import typer
 
 from jepa_eval.cli import options as c
-from jepa_eval.features.splits import check_mode, split_features
-from jepa_eval.pipeline import evaluate as jobs
+from jepa_eval.features.splits import resolve_mode, split_features
+from jepa_eval.core.devices import rank
 
 
 @c.shared_options("model", "extract", "mode")
@@ -22,10 +22,11 @@ def features(ckpt: c.CkptOpt, out: Annotated[Path, typer.Option("--out", help="O
     spec, options = shared.spec(ckpt), shared.options
     backbone = spec.load()
     c.console.print(f"model: {backbone.describe()}")
-    chosen = check_mode(backbone, shared.mode)
+    chosen = resolve_mode(backbone, shared.mode)
     split_name = split or get_spec(data).eval_split
     result = split_features(backbone, data, split_name, chosen, options)
-    jobs.leave_unless_rank0()
+    if rank() != 0:
+        return  # torchrun's helper ranks: rank 0 writes the gathered features
     where = "reused from the feature cache" if result.cache_hit else "extracted"
     c.console.print(f"features {data}/{split_name}: {where}")
     written = result.features.save(out)

@@ -2,36 +2,41 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from jepa_eval.cli import options as c
+from jepa_eval.cli.protocols import config_from_options, config_options
+from jepa_eval.protocols import get_protocol
+
+RunDirArg = Annotated[Path, typer.Argument(help="Training folder with *-ep{N}.pth.tar / *-latest.pth.tar files.")]
 
 
-@c.shared_options("extract", "mode", "results", "json")
-def monitor(run_dir: Annotated[Path, typer.Argument(help="Training folder with *-ep{N}.pth.tar / *-latest.pth.tar files.")],
-            data: c.DataOpt = "digits",
-            samples: Annotated[int, typer.Option("--samples", help="Seeded training rows for the rank metrics.")] = 2000,
-            knn_check: Annotated[bool, typer.Option("--knn/--no-knn", help="Also a quick k-NN (k=20) on fixed subsets.")] = True,
-            lidar: Annotated[bool, typer.Option("--lidar/--no-lidar", help="Also LiDAR (extra forward passes).")] = False,
-            rankme_fraction: Annotated[float, typer.Option("--rankme-fraction", help="Collapse when RankMe falls below this share of its peak.")] = 0.2,
-            ckpt_key: Annotated[str, typer.Option("--ckpt-key", help="Encoder to measure.")] = "target_encoder",
-            *, shared: c.Shared) -> None:
-    """Rank metrics (and k-NN) of every checkpoint of a training run, with the epoch where collapse began."""
-    from jepa_eval.pipeline.monitor import MonitorConfig, monitor_run
-    from jepa_eval.report.plots import plot_monitor
-    from jepa_eval.report.tables import collapse_epochs, tidy_frame
+def monitor_command() -> Callable[..., None]:
+    """The ``monitor`` command: RUN_DIR, the dataset, and the options of the monitor's config."""
+    protocol = get_protocol("monitor", runs_on="run")
+    own, parsers = config_options(protocol)
 
-    watch = c.Stopwatch()
-    options = shared.options
-    config = MonitorConfig(samples=samples, seed=shared.seed, ckpt_key=ckpt_key, knn=knn_check, lidar=lidar,
-                           rankme_fraction=rankme_fraction)
-    record = monitor_run(run_dir, data, config, options, mode=shared.mode, log=c.console.print)
-    record.wall_time_s = watch.seconds
-    path = c.finish(record, shared.results_dir, shared.json_out, f"monitor of {run_dir} on {data}")
-    collapse = record.summary["collapse_epoch"]
-    c.console.print("no collapse flagged" if collapse is None else f"[bold red]collapse flagged from epoch {collapse}[/]")
-    for plot in plot_monitor(tidy_frame([record]), path.with_suffix(""), collapse=collapse_epochs([record])):
-        c.console.print(f"plot: {plot}")
+    def monitor(run_dir: Path, data: str, *, shared: c.Shared, **values: Any) -> None:
+        from jepa_eval.pipeline.monitor import monitor_run
+        from jepa_eval.report.plots import plot_monitor
+        from jepa_eval.report.tables import collapse_epochs, tidy_frame
+
+        config = config_from_options(protocol, parsers, values, shared)
+        record = monitor_run(run_dir, data, config, shared.options, mode=shared.mode, log=c.console.print)
+        path = c.finish(record, shared.results_dir, shared.json_out, f"monitor of {run_dir} on {data}")
+        collapse = record.summary["collapse_epoch"]
+        c.console.print("no collapse flagged" if collapse is None else f"[bold red]collapse flagged from epoch {collapse}[/]")
+        for plot in plot_monitor(tidy_frame([record]), path.with_suffix(""), collapse=collapse_epochs([record])):
+            c.console.print(f"plot: {plot}")
+
+    monitor.__doc__ = "Rank metrics (and k-NN) of every checkpoint of a training run, with the epoch where collapse began."
+    fixed = [inspect.Parameter("run_dir", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=RunDirArg),
+             inspect.Parameter("data", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="digits", annotation=c.DataOpt)]
+    shared_param = inspect.Parameter("shared", inspect.Parameter.KEYWORD_ONLY, annotation=c.Shared)
+    monitor.__signature__ = inspect.Signature([*fixed, *own, shared_param])  # type: ignore[attr-defined]
+    return c.shared_options("extract", "mode", "results", "json")(monitor)

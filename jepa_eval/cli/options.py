@@ -75,16 +75,14 @@ def metrics_table(record: ResultRecord, title: str) -> Table:
     """One row per metric, one column per coordinate that varies."""
     coord_names: list[str] = []
     for row in record.metrics:
-        for key in row:
-            if key not in ("name", "value") and key not in coord_names:
-                coord_names.append(key)
+        coord_names += [key for key in row.coords if key not in coord_names]
     table = Table(title=title, title_justify="left")
     table.add_column("metric")
     for key in coord_names:
         table.add_column(key, justify="right")
     table.add_column("value", justify="right")
     for row in record.metrics:
-        table.add_row(row["name"], *[_format(row.get(key, "")) for key in coord_names], _format(row["value"]))
+        table.add_row(row.name, *[_format(row.coords.get(key, "")) for key in coord_names], _format(row.value))
     return table
 
 

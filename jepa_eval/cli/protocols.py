@@ -1,126 +1,103 @@
-"""One command per protocol (knn, linear, lowshot, rank): load, extract (cached), evaluate, write one record."""
+"""One command per registered protocol: load, extract what it needs (cached), evaluate, write one record.
+
+A command's own options are the :func:`~jepa_eval.protocols.registry.option` fields of its
+protocol's config dataclass (tuples of numbers spelled comma-separated, booleans as
+``--x/--no-x``), beside the shared model, extraction and result options; a protocol that measures
+one split also takes ``--split``. A field named ``seed`` without an option of its own takes ``--seed``.
+"""
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Callable
-from pathlib import Path
-from typing import Annotated
+from dataclasses import MISSING, fields
+from typing import Annotated, Any
 
 import typer
 
 from jepa_eval.cli import options as c
-from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.features.splits import check_mode
-from jepa_eval.pipeline import evaluate as jobs
-from jepa_eval.results.record import ResultRecord
+from jepa_eval.features.splits import resolve_mode
+from jepa_eval.pipeline.evaluate import run_protocol
+from jepa_eval.protocols import list_protocols
+from jepa_eval.protocols.registry import CliOption, Protocol
+
+SplitOpt = Annotated[str | None, typer.Option("--split", help="Split to measure (default: the training split).")]
 
 
-def _ints(text: str) -> list[int]:
-    return [int(part) for part in text.split(",") if part.strip()]
+def _numbers(kind: type) -> Callable[[str], tuple[Any, ...]]:
+    return lambda text: tuple(kind(part) for part in text.split(",") if part.strip())
 
 
-def _floats(text: str) -> list[float]:
-    return [float(part) for part in text.split(",") if part.strip()]
+def _spelled(name: str, hint: Any, default: Any, cli: CliOption) -> tuple[Any, Any, Callable[[Any], Any], str]:
+    """(option type, option default, text -> field value, flag spelling) of one config field."""
+    flag = cli.flag or "--" + name.replace("_", "-")
+    if cli.spelling is not None:
+        return cli.spelling.kind, cli.spelling.default, cli.spelling.parse, flag
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is tuple:
+        return str, ",".join(str(v) for v in default), _numbers(args[0]), flag
+    if hint is bool:
+        return bool, default, bool, flag if "/" in flag else f"{flag}/--no-{flag.removeprefix('--')}"
+    return hint, default, lambda value: value, flag
 
 
-@c.shared_options("model", "extract", "mode", "results", "json")
-def knn(ckpt: c.CkptOpt, data: c.DataOpt = "digits", k: Annotated[str, typer.Option("--k", help="Comma-separated k values, one search.")] = "10,20,100,200",
-        temperature: Annotated[float, typer.Option("--temperature", help="Vote weight exp(sim/T).")] = 0.07,
-        *, shared: c.Shared) -> None:
-    """Weighted k-NN (DINO's rule, FAISS exact search) on frozen features: top-1/top-5 for every k."""
-    from jepa_eval.protocols.knn import KNNConfig
-
-    config = KNNConfig(ks=tuple(_ints(k)), temperature=temperature)
-    _evaluate(ckpt, data, shared, lambda *run: jobs.run_knn(*run, config),
-              lambda record, mode: f"k-NN on {data} ({mode})")
-
-
-@c.shared_options("model", "extract", "mode", "results", "json")
-def linear(ckpt: c.CkptOpt, data: c.DataOpt = "digits",
-           lrs: Annotated[str | None, typer.Option("--lrs", help="Comma-separated base learning rates (default: the protocol's grid).")] = None,
-           wds: Annotated[str, typer.Option("--wds", help="Comma-separated weight decays.")] = "0,5e-4",
-           batchnorm: Annotated[str, typer.Option("--batchnorm", help="Head variants: plain, bn, or both.")] = "both",
-           epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs over the cached features.")] = None,
-           val_fraction: Annotated[float, typer.Option("--val-fraction", help="Share of train held out to choose the head.")] = 0.1,
-           select_on_eval: Annotated[bool, typer.Option("--select-on-eval", help="Choose the head on the evaluation split (DINOv2's behaviour; recorded).")] = False,
-           *, shared: c.Shared) -> None:
-    """A grid of linear heads trained at once on cached features; the head is chosen on held-out train."""
-    config = linear_config(lrs, wds, batchnorm, epochs, val_fraction, select_on_eval, shared.seed)
-    _evaluate(ckpt, data, shared,
-              lambda *run: jobs.run_linear(*run, config, device=shared.device, progress=not shared.quiet),
-              lambda record, mode: f"linear probe on {data} ({mode}), head chosen on {record.params['selected_on']}")
+def config_options(protocol: Protocol) -> tuple[list[inspect.Parameter], dict[str, Callable[[Any], Any]]]:
+    """The command-line parameters of the config's option fields and each one's parser."""
+    hints = typing.get_type_hints(protocol.config)
+    params, parsers = [], {}
+    for f in fields(protocol.config):
+        cli = f.metadata.get("cli")
+        if cli is None:
+            continue
+        default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+        kind, shown, parse, flag = _spelled(f.name, hints[f.name], default, cli)
+        annotation = Annotated[kind, typer.Option(flag, help=cli.help)]
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=shown, annotation=annotation))
+        parsers[f.name] = parse
+    return params, parsers
 
 
-def linear_config(lrs: str | None, wds: str, batchnorm: str, epochs: int | None,
-                  val_fraction: float, select_on_eval: bool, seed: int):
-    """A :class:`LinearConfig` from the command-line spellings of its grid."""
-    from jepa_eval.protocols.linear import LinearConfig
-
-    variants = {"plain": (False,), "bn": (True,), "both": (False, True)}
-    if batchnorm not in variants:
-        raise JepaEvalError(f"unknown --batchnorm value {batchnorm!r}", expected="plain, bn or both")
-    kwargs = {"weight_decays": tuple(_floats(wds)), "batchnorm": variants[batchnorm],
-              "val_fraction": val_fraction, "seed": seed, "select_on": "eval" if select_on_eval else "val"}
-    if lrs:
-        kwargs["learning_rates"] = tuple(_floats(lrs))
-    if epochs is not None:
-        kwargs["epochs"] = epochs
-    return LinearConfig(**kwargs)
+def config_from_options(protocol: Protocol, parsers: dict[str, Callable[[Any], Any]], values: dict[str, Any],
+                        shared: c.Shared) -> Any:
+    """The protocol's config from its options' values (and ``--seed`` for a ``seed`` field without one)."""
+    chosen = {name: parsers[name](value) for name, value in values.items()}
+    if "seed" in {f.name for f in fields(protocol.config)} and "seed" not in chosen:
+        chosen["seed"] = shared.seed
+    return protocol.config(**chosen)
 
 
-def _evaluate(ckpt: str, data: str, shared: c.Shared, run: Callable[..., ResultRecord],
-              title: Callable[[ResultRecord, str], str]) -> None:
-    """Load, extract the train and evaluation splits, ``run(spec, backbone, train, test, mode)``,
-    then write and print the record."""
-    watch = c.Stopwatch()
+def protocol_command(protocol: Protocol) -> Callable[..., None]:
+    """The Typer command of ``protocol``, named after it."""
+    own, parsers = config_options(protocol)
+    fixed = [inspect.Parameter("ckpt", inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=c.CkptOpt),
+             inspect.Parameter("data", inspect.Parameter.POSITIONAL_OR_KEYWORD, default="digits", annotation=c.DataOpt)]
+    if protocol.splits == ("split",):
+        fixed.append(inspect.Parameter("split", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None,
+                                       annotation=SplitOpt))
+
+    def command(ckpt: str, data: str, split: str | None = None, *, shared: c.Shared, **values: Any) -> None:
+        evaluate(protocol, config_from_options(protocol, parsers, values, shared), ckpt, data, split, shared)
+
+    command.__name__ = protocol.name
+    command.__doc__ = protocol.summary[0].upper() + protocol.summary[1:] + "."
+    shared_param = inspect.Parameter("shared", inspect.Parameter.KEYWORD_ONLY, annotation=c.Shared)
+    command.__signature__ = inspect.Signature([*fixed, *own, shared_param])  # type: ignore[attr-defined]
+    return c.shared_options("model", "extract", "mode", "results", "json")(command)
+
+
+def evaluate(protocol: Protocol, config: Any, ckpt: str, data: str, split: str | None, shared: c.Shared) -> None:
+    """Load the model, run ``protocol``, then write and print its record."""
     spec = shared.spec(ckpt)
-    backbone, mode = _load(spec, shared.mode)
-    train, test = jobs.train_eval_features(backbone, data, mode, shared.options, log=c.console.print)
-    record = run(spec, backbone, train, test, mode)
-    record.wall_time_s = watch.seconds
-    c.finish(record, shared.results_dir, shared.json_out, title(record, mode))
-
-
-def _load(spec, mode: str | None):
     backbone = spec.load()
     c.console.print(f"model: {backbone.describe()}")
-    return backbone, check_mode(backbone, mode)
+    mode = resolve_mode(backbone, shared.mode)
+    record = run_protocol(protocol, config, spec, backbone, data, mode, shared.options, split=split,
+                          log=c.console.print)
+    if record is not None:  # None on torchrun's helper ranks: rank 0 writes
+        c.finish(record, shared.results_dir, shared.json_out, protocol.title(record))
 
 
-@c.shared_options("model", "extract", "mode", "results", "json")
-def lowshot(ckpt: c.CkptOpt, data: c.DataOpt = "digits",
-            fraction: Annotated[str | None, typer.Option("--fraction", help="Comma-separated label fractions per class, e.g. 0.01,0.1.")] = None,
-            shots: Annotated[str | None, typer.Option("--shots", help="Comma-separated images per class, e.g. 1,2,5,10.")] = None,
-            subset_file: Annotated[Path | None, typer.Option("--subset-file", help="A published subset file (one <wnid>_<id>.JPEG a line), e.g. ImageNet 1percent.txt.")] = None,
-            seeds: Annotated[int, typer.Option("--seeds", help="Seeds per setting (sampling + validation split).")] = 5,
-            *, shared: c.Shared) -> None:
-    """Low-shot logistic regression (L-BFGS, C chosen on held-out low-shot train) over seeds: mean ± std."""
-    from jepa_eval.protocols.lowshot import LowShotConfig
-
-    if not (fraction or shots or subset_file):
-        fraction = "0.01"
-    config = LowShotConfig(fractions=tuple(_floats(fraction or "")), shots=tuple(_ints(shots or "")), seeds=seeds)
-    subset = jobs.subset_from_file(data, str(subset_file), shared.options) if subset_file else None
-    _evaluate(ckpt, data, shared,
-              lambda *run: jobs.run_lowshot(*run, config, subset_indices=subset,
-                                            subset_file=str(subset_file) if subset_file else None,
-                                            device=shared.device, progress=not shared.quiet),
-              lambda record, mode: f"low-shot logistic regression on {data} ({mode})")
-
-
-@c.shared_options("model", "extract", "mode", "results", "json")
-def rank(ckpt: c.CkptOpt, data: c.DataOpt = "digits",
-         split: Annotated[str | None, typer.Option("--split", help="Split to measure (default: the training split).")] = None,
-         samples: Annotated[int, typer.Option("--samples", help="Seeded rows used for the metrics.")] = 10_000,
-         lidar: Annotated[bool, typer.Option("--lidar/--no-lidar", help="Also compute LiDAR (needs extra forward passes over augmented views).")] = True,
-         lidar_images: Annotated[int, typer.Option("--lidar-images", help="LiDAR surrogate classes n.")] = 1000,
-         lidar_views: Annotated[int, typer.Option("--lidar-views", help="LiDAR views per class q.")] = 10,
-         *, shared: c.Shared) -> None:
-    """Label-free collapse diagnostics: RankMe, alpha-ReQ, LiDAR, feature std, mean cosine, uniformity."""
-    watch = c.Stopwatch()
-    spec, options = shared.spec(ckpt), shared.options
-    config = jobs.RankConfig(samples=samples, seed=shared.seed, lidar_images=lidar_images, lidar_views=lidar_views, lidar=lidar)
-    backbone, chosen = _load(spec, shared.mode)
-    record = jobs.rank_record(spec, backbone, data, split, chosen, config, options, log=c.console.print)
-    record.wall_time_s = watch.seconds
-    c.finish(record, shared.results_dir, shared.json_out, f"rank diagnostics on {data}/{record.dataset['split']} ({chosen})")
+def commands() -> list[Callable[..., None]]:
+    """The command of every protocol that runs on a model, in registry order."""
+    return [protocol_command(protocol) for protocol in list_protocols("model")]

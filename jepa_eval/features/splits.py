@@ -154,7 +154,7 @@ def resolve_device(device: str | None) -> torch.device:
     return resolved
 
 
-def check_mode(backbone: Backbone, mode: str | None) -> str:
+def resolve_mode(backbone: Backbone, mode: str | None) -> str:
     """The feature mode to use: the family default when ``mode`` is None, validated."""
     chosen = mode or backbone.default_mode
     if chosen not in FEATURE_MODES:
@@ -226,27 +226,6 @@ def _cached_features(backbone: Backbone, data: Any, mode: str, parts: dict[str, 
     return cached_extract(options.cache(), {**parts, "dtype": compute_dtype(device)}, compute)
 
 
-def model_record(spec: ModelSpec, backbone: Backbone) -> dict[str, Any]:
-    """The ``model`` block of a result record."""
-    return {
-        "name": spec.display_name(),
-        "path": backbone.source,
-        "sha256": backbone.sha256,
-        "family": backbone.family,
-        "ckpt_key": backbone.ckpt_key,
-        "arch": backbone.arch,
-    }
-
-
-def dataset_record(train: SplitFeatures, evaluation: SplitFeatures | None = None) -> dict[str, Any]:
-    """The ``dataset`` block of a result record."""
-    block: dict[str, Any] = {"name": train.dataset, "root": train.root, "train_split": train.split,
-                             "n_train": train.size, "num_classes": train.num_classes}
-    if evaluation is not None:
-        block.update(eval_split=evaluation.split, n_eval=evaluation.size)
-    return block
-
-
 class _SeededViews(torch.utils.data.Dataset):
     """``views`` random-resized crops of each picked image; crop ``j`` of item ``i`` is fixed by the seed."""
 
@@ -292,3 +271,29 @@ def augmented_views(backbone: Backbone, dataset: str, split: str, mode: str, opt
     }
     features, _ = _cached_features(backbone, data, mode, parts, options, desc=f"{dataset}/{split} views")
     return features.features.reshape(count, views, -1)
+
+
+def seeded_subset(total: int, wanted: int, seed: int) -> np.ndarray:
+    """``min(total, wanted)`` distinct sorted row indices, the same for the same seed."""
+    if wanted >= total:
+        return np.arange(total)
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(total, size=wanted, replace=False))
+
+
+def seeded_split_features(backbone: Backbone, dataset: str, split: str, mode: str, options: ExtractOptions,
+                          count: int, seed: int) -> tuple[SplitFeatures, int]:
+    """Features of ``count`` seeded rows of a split (all rows when it is smaller), and the split's size."""
+    total = len(build_dataset(dataset, split, data_root=options.data_root, image_size=backbone.image_size,
+                              transform=lambda image: image, download=options.download))
+    picked = seeded_subset(total, count, seed)
+    return split_features(backbone, dataset, split, mode, options, subset=picked), total
+
+
+def subset_from_file(dataset: str, subset_file: str, options: ExtractOptions) -> np.ndarray:
+    """Training-split row indices named by a published subset file (e.g. ImageNet 1percent.txt)."""
+    from jepa_eval.data.subsets import read_subset_file
+
+    names = build_dataset(dataset, get_spec(dataset).train_split, data_root=options.data_root,
+                          transform=lambda image: image, download=options.download).sample_names
+    return read_subset_file(subset_file, names)

@@ -28,12 +28,15 @@ from typing import Any
 
 import yaml
 
-from jepa_eval.pipeline import evaluate as jobs
 from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.features.splits import ExtractOptions, ModelSpec, resolve_mode
+from jepa_eval.pipeline.evaluate import run_protocol
+from jepa_eval.pipeline.transfer import check_transferable, transfer_records
+from jepa_eval.protocols import list_protocols
+from jepa_eval.protocols.registry import Protocol, build_config
 from jepa_eval.results.record import ResultRecord, load_records, write_record
-from jepa_eval.features.splits import ExtractOptions, ModelSpec, check_mode
 
-SUITE_PROTOCOLS = ("knn", "linear", "lowshot", "rank", "transfer")
+TRANSFER = "transfer"  # the entry kind that runs its ``inner`` protocol over ``datasets``
 SHIPPED_SUITES = "jepa_eval.suites"
 """The package holding the shipped suite files (the repository's ``protocols/`` folder)."""
 ENTRY_KEYS = {"protocol", "dataset", "datasets", "split", "modes", "params", "subset_file", "inner", "name"}
@@ -81,9 +84,10 @@ def _entry(raw: Any, path: Path, where: str) -> ProtocolEntry:
     if unknown:
         raise _fail(path, where, f"unknown key {sorted(unknown)[0]!r}", f"one of {', '.join(sorted(ENTRY_KEYS))}", sorted(unknown))
     protocol = raw.get("protocol")
-    if protocol not in SUITE_PROTOCOLS:
-        raise _fail(path, f"{where}.protocol", "unknown protocol", f"one of {', '.join(SUITE_PROTOCOLS)}", protocol)
-    if protocol == "transfer":
+    kinds = [p.name for p in list_protocols("model")] + [TRANSFER]
+    if protocol not in kinds:
+        raise _fail(path, f"{where}.protocol", "unknown protocol", f"one of {', '.join(kinds)}", protocol)
+    if protocol == TRANSFER:
         datasets = raw.get("datasets")
         if not isinstance(datasets, list) or not datasets or not all(isinstance(d, str) for d in datasets):
             raise _fail(path, f"{where}.datasets", "transfer needs a list of dataset names", "a non-empty list of strings", datasets)
@@ -145,27 +149,24 @@ def load_suite(path: str | Path) -> Suite:
                  entries=entries, path=path)
 
 
-def config_for(entry: ProtocolEntry, where: str = "params") -> Any:
-    """The protocol's config dataclass filled from ``entry.params`` (lists become tuples)."""
-    from jepa_eval.protocols.knn import KNNConfig
-    from jepa_eval.protocols.linear import LinearConfig
-    from jepa_eval.protocols.lowshot import LowShotConfig
+def entry_protocol(entry: ProtocolEntry, where: str = "protocol") -> Protocol:
+    """The registered protocol an entry runs (transfer's inner protocol for a transfer entry)."""
+    from jepa_eval.protocols import get_protocol
 
-    kind = entry.inner if entry.protocol == "transfer" else entry.protocol
-    classes = {"knn": KNNConfig, "linear": LinearConfig, "lowshot": LowShotConfig, "rank": jobs.RankConfig}
-    if kind not in classes:
-        raise JepaEvalError(f"{where}: transfer's inner protocol must be linear or knn", found=repr(kind))
-    config_cls = classes[kind]
-    names = {f.name for f in fields(config_cls)}
-    unknown = set(entry.params) - names
-    if unknown:
-        raise JepaEvalError(f"{where}: unknown hyper-parameter {sorted(unknown)[0]!r} for {kind}",
-                            expected=f"one of {', '.join(sorted(names))}", found=repr(sorted(unknown)))
-    values = {k: tuple(v) if isinstance(v, list) else v for k, v in entry.params.items()}
     try:
-        return config_cls(**values)
-    except (TypeError, ValueError) as exc:
-        raise JepaEvalError(f"{where}: invalid hyper-parameters for {kind}", found=str(exc)) from exc
+        protocol = get_protocol(entry.inner if entry.protocol == TRANSFER else entry.protocol, runs_on="model")
+    except JepaEvalError as exc:
+        raise JepaEvalError(f"{where}: {exc.problem}", expected=exc.expected, found=exc.found) from exc
+    return check_transferable(protocol) if entry.protocol == TRANSFER else protocol
+
+
+def config_for(entry: ProtocolEntry, where: str = "params") -> Any:
+    """The protocol's config dataclass filled from ``entry.params`` (and the entry's ``subset_file``)."""
+    params = dict(entry.params)
+    if entry.subset_file is not None:
+        params["subset_file"] = entry.subset_file
+    protocol = entry_protocol(entry, where)
+    return build_config(protocol.config, params, f"{where} for {protocol.name}")
 
 
 @dataclass
@@ -178,8 +179,7 @@ class SuiteOutcome:
 def _done_keys(results_dir: Path) -> set[tuple[str, str]]:
     if not results_dir.is_dir():
         return set()
-    return {(r.model.get("sha256"), r.params.get("suite_entry")) for r in load_records(results_dir)
-            if r.params.get("suite_entry")}
+    return {(r.model.sha256, r.params["suite_entry"]) for r in load_records(results_dir) if "suite_entry" in r.params}
 
 
 def run_suite(suite: Suite, models: list[ModelSpec], options: ExtractOptions, results_dir: Path, *,
@@ -201,7 +201,7 @@ def run_suite(suite: Suite, models: list[ModelSpec], options: ExtractOptions, re
                     record.params["suite"] = suite.name
                     record.params["suite_entry"] = entry.key()
                     outcome.written.append(write_record(record, results_dir))
-                    log(f"done {label}: {_headline(record)}")
+                    log(f"done {label}: {_headline(entry_protocol(entry), record)}")
             except Exception as exc:  # noqa: BLE001 - the suite goes on; failures are reported
                 if debug:
                     raise
@@ -213,37 +213,20 @@ def run_suite(suite: Suite, models: list[ModelSpec], options: ExtractOptions, re
     return outcome
 
 
-def _headline(record: ResultRecord) -> str:
-    keys = ("top1", "best_top1", "rankme", "mode")
-    shown = [f"{k} {record.summary[k]:.2f}" if isinstance(record.summary.get(k), float) else f"{k} {record.summary[k]}"
-             for k in keys if k in record.summary]
-    shown += [f"{k} {v:.2f}" for k, v in record.summary.items() if k.startswith("top1_mean")]
-    return ", ".join(shown)
+def _headline(protocol: Protocol, record: ResultRecord) -> str:
+    """The protocol's headline summary values (and the winning mode of a transfer)."""
+    shown = [(key, value) for key, value in record.summary.items()
+             if any(key == h or key.startswith(f"{h}[") for h in protocol.headline) or key == "mode"]
+    return ", ".join(f"{k} {v:.2f}" if isinstance(v, float) else f"{k} {v}" for k, v in shown)
 
 
 def _run_entry(spec: ModelSpec, backbone: Any, entry: ProtocolEntry, options: ExtractOptions,
                log: Callable[[str], Any]) -> list[ResultRecord]:
-    config = config_for(entry)
+    protocol, config = entry_protocol(entry), config_for(entry)
     # dict.fromkeys: modes that resolve to the same features (raw pixels) run once
-    modes = list(dict.fromkeys(check_mode(backbone, m) for m in entry.modes)) or [check_mode(backbone, None)]
-    if entry.protocol == "transfer":
-        from jepa_eval.pipeline.transfer import transfer_records
-
-        return transfer_records(spec, backbone, list(entry.datasets), entry.inner, modes, config, options, log=log)
-    records = []
-    for mode in modes:
-        if entry.protocol == "rank":
-            records.append(jobs.rank_record(spec, backbone, entry.dataset, entry.split, mode, config, options, log=log))
-            continue
-        train, test = jobs.train_eval_features(backbone, entry.dataset, mode, options, log=log)
-        if entry.protocol == "knn":
-            records.append(jobs.run_knn(spec, backbone, train, test, mode, config))
-        elif entry.protocol == "linear":
-            records.append(jobs.run_linear(spec, backbone, train, test, mode, config, device=options.device,
-                                           progress=options.progress))
-        else:
-            subset = jobs.subset_from_file(entry.dataset, entry.subset_file, options) if entry.subset_file else None
-            records.append(jobs.run_lowshot(spec, backbone, train, test, mode, config, subset_indices=subset,
-                                            subset_file=entry.subset_file, device=options.device,
-                                            progress=options.progress))
-    return records
+    modes = list(dict.fromkeys(resolve_mode(backbone, m) for m in entry.modes)) or [resolve_mode(backbone, None)]
+    if entry.protocol == TRANSFER:
+        return transfer_records(spec, backbone, list(entry.datasets), protocol, modes, config, options, log=log)
+    records = [run_protocol(protocol, config, spec, backbone, entry.dataset, mode, options, split=entry.split, log=log)
+               for mode in modes]
+    return [record for record in records if record is not None]

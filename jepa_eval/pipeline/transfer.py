@@ -1,57 +1,67 @@
 """Transfer: one protocol over several datasets, the best of several feature modes per dataset.
 
 The I-JEPA paper reports, per dataset, the best of {last-layer avg-pool, last-4 avg-pool
-concatenation} x {linear, BatchNorm + linear}. Here every mode runs the full linear grid (which
-already holds the plain and BatchNorm heads); the winner is the head with the best held-out
-*validation* top-1, so the evaluation split never chooses. For k-NN there is no validation
-split: the winner is the mode with the best evaluation top-1 at the reference k, and the record
-says ``selected_on: eval``.
+concatenation} x {linear, BatchNorm + linear}. Every mode runs the protocol in full (the linear
+grid already holds the plain and BatchNorm heads); the winner is picked by the protocol's
+:class:`~jepa_eval.protocols.registry.Selection`: the linear probe's held-out *validation* top-1,
+so the evaluation split never chooses; for k-NN, which has no validation split, the evaluation
+top-1 at the reference k, and the record says ``selected_on: eval``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from jepa_eval.pipeline import evaluate as jobs
 from jepa_eval.backbones.load import Backbone
-from jepa_eval.results.record import ResultRecord
+from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.features.splits import ExtractOptions, ModelSpec
+from jepa_eval.pipeline.evaluate import Log, run_protocol
+from jepa_eval.protocols.registry import Protocol
+from jepa_eval.results.record import FeatureInfo, Metric, ResultRecord
 
-REFERENCE_K = 20
+
+def check_transferable(protocol: Protocol) -> Protocol:
+    """``protocol`` if transfer can pick a feature mode with it, else a :class:`JepaEvalError`."""
+    if protocol.transfer is None or protocol.runs_on != "model":
+        from jepa_eval.protocols import list_protocols
+
+        names = [p.name for p in list_protocols("model") if p.transfer is not None]
+        raise JepaEvalError(f"protocol {protocol.name!r} cannot be used for transfer",
+                            expected=f"one of {', '.join(names)}", found=repr(protocol.name))
+    return protocol
 
 
-def transfer_records(spec: ModelSpec, backbone: Backbone, datasets: list[str], protocol: str,
+def transfer_records(spec: ModelSpec, backbone: Backbone, datasets: list[str], protocol: Protocol,
                      modes: list[str], config: Any, options: ExtractOptions,
-                     log: Callable[[str], Any] | None = None) -> list[ResultRecord]:
-    """One record per dataset: the winning mode's metrics plus every candidate's selection score."""
+                     log: Log | None = None) -> list[ResultRecord]:
+    """One record per dataset: the winning mode's metrics plus every candidate's selection score
+    (an empty list on torchrun ranks other than 0)."""
+    check_transferable(protocol)
     records = []
     for dataset in datasets:
         candidates = []
         for mode in modes:
-            train, test = jobs.train_eval_features(backbone, dataset, mode, options, log=log)
-            if protocol == "linear":
-                record = jobs.run_linear(spec, backbone, train, test, mode, config, device=options.device,
-                                         progress=options.progress)
-                score = record.summary["chosen_val_top1"]
-            else:
-                record = jobs.run_knn(spec, backbone, train, test, mode, config)
-                score = record.summary.get(f"top1_k{REFERENCE_K}", record.summary["best_top1"])
-            candidates.append((score, mode, record))
-        records.append(_combine(protocol, candidates))
+            record = run_protocol(protocol, config, spec, backbone, dataset, mode, options, log=log)
+            if record is not None:
+                candidates.append((protocol.transfer.score(record.summary), mode, record))
+        if candidates:
+            records.append(_combine(protocol, candidates))
     return records
 
 
-def _combine(protocol: str, candidates: list[tuple[float, str, ResultRecord]]) -> ResultRecord:
+def _combine(protocol: Protocol, candidates: list[tuple[float, str, ResultRecord]]) -> ResultRecord:
+    """The winning candidate's record, its top-1/top-5 rows marked with the mode, plus one
+    ``candidate_<selection>`` row per mode."""
+    selection = protocol.transfer
     score, mode, best = max(candidates, key=lambda item: item[0])
-    selection = "val_top1" if protocol == "linear" else f"top1_k{REFERENCE_K}"
-    metrics = [{**row, "mode": mode} for row in best.metrics if row["name"] in ("top1", "top5")]
-    metrics += [{"name": f"candidate_{selection}", "value": s, "mode": m} for s, m, _ in candidates]
-    summary = {**best.summary, "mode": mode, "selected_by": selection,
-               "selected_on": "val" if protocol == "linear" else "eval"}
-    params = {**best.params, "transfer": True, "modes": [m for _, m, _ in candidates]}
-    record = ResultRecord(protocol=best.protocol, protocol_version=best.protocol_version, model=best.model,
-                          dataset=best.dataset, features={**best.features, "mode": mode,
-                                                          "candidates": [m for _, m, _ in candidates]},
-                          params=params, metrics=metrics, summary=summary)
-    return record
+    modes = [m for _, m, _ in candidates]
+    metrics = [Metric(row.name, row.value, {**row.coords, "mode": mode}) for row in best.metrics
+               if row.name in ("top1", "top5")]
+    metrics += [Metric(f"candidate_{selection.by}", s, {"mode": m}) for s, m, _ in candidates]
+    summary = {**best.summary, "mode": mode, "selected_by": selection.by, "selected_on": selection.on}
+    params = {**best.params, "transfer": True, "modes": modes}
+    return ResultRecord(protocol=best.protocol, protocol_version=best.protocol_version, model=best.model,
+                        dataset=best.dataset,
+                        features=FeatureInfo(mode=mode, image_size=best.features.image_size, candidates=modes),
+                        params=params, metrics=metrics, summary=summary,
+                        wall_time_s=sum(record.wall_time_s for _, _, record in candidates))

@@ -1,29 +1,27 @@
-"""Evaluation protocols: pure functions over features and labels that return result rows.
+"""Evaluation protocols: one module each, pure functions over features that return result rows.
 
-A protocol never opens a file or a data loader: it takes arrays (numpy or torch) and returns
-:class:`jepa_eval.results.record.Metric` rows plus small dataclasses. ``PROTOCOLS`` names each one
-with a one-line description; ``PROTOCOL_VERSIONS`` is bumped whenever a change could move the
-numbers a protocol reports, and is written into every result record.
-
-The input checks every protocol shares are in :mod:`jepa_eval.protocols.checks`.
+A protocol never opens a file or a data loader: it takes arrays and returns
+:class:`jepa_eval.results.record.Metric` rows. Each module declares its
+:class:`~jepa_eval.protocols.registry.Protocol` and registers it; the import below is the list of
+protocols, in the order tables show them. A new protocol is one new module plus its tests, and its
+name added here.
 """
 
-from __future__ import annotations
+from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.protocols import knn, linear, lowshot, rank, monitor  # each registers itself
+from jepa_eval.protocols.registry import Protocol, registered
+
+__all__ = ["knn", "linear", "lowshot", "rank", "monitor", "get_protocol", "list_protocols"]
 
 
-PROTOCOLS: dict[str, str] = {
-    "knn": "weighted k-NN on L2-normalised features (DINO's vote exp(sim / T)), top-1/5 per k",
-    "linear": "grid of linear heads (lr x wd x BatchNorm) trained at once, chosen on held-out data",
-    "lowshot": "L-BFGS logistic regression on label fractions, k shots or a subset file, over seeds",
-    "rank": "label-free collapse metrics: RankMe, alpha-ReQ, LiDAR, feature std, cosine, uniformity",
-    "monitor": "the rank metrics (and a quick k-NN) of every checkpoint of a training run",
-}
+def list_protocols(runs_on: str | None = None) -> list[Protocol]:
+    """The registered protocols in table order; ``runs_on`` 'model' or 'run' keeps those kinds."""
+    return [p for p in registered().values() if runs_on is None or p.runs_on == runs_on]
 
-PROTOCOL_VERSIONS: dict[str, str] = {
-    "knn": "1",
-    "linear": "1",
-    "lowshot": "1",
-    "rank": "1",
-    "monitor": "1",
-}
 
+def get_protocol(name: str, runs_on: str | None = None) -> Protocol:
+    """The registered protocol called ``name`` (of kind ``runs_on`` when given)."""
+    known = {p.name: p for p in list_protocols(runs_on)}
+    if name not in known:
+        raise JepaEvalError(f"unknown protocol {name!r}", expected=f"one of {', '.join(known)}", found=repr(name))
+    return known[name]

@@ -31,9 +31,12 @@ import torch
 
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols.checks import check_num_classes, check_split_pair
+from jepa_eval.protocols.registry import (Evaluation, Inputs, PlotSpec, Protocol, Selection, Shown, TableSpec, joined,
+                                          option, register)
 from jepa_eval.results.record import Metric
 
 TOP_CLASSES = 5  # ranked classes kept per query, for top-5 accuracy
+REFERENCE_K = 20  # the k that DINO reports and tables, transfer and the monitor use
 
 # A searcher maps L2-normalised queries [B, D] to (similarities [B, K] descending, indices [B, K]).
 Searcher = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -43,8 +46,8 @@ Searcher = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 class KNNConfig:
     """k-NN hyper-parameters; defaults are DINO's (k in {10, 20, 100, 200}, T = 0.07)."""
 
-    ks: tuple[int, ...] = (10, 20, 100, 200)
-    temperature: float = 0.07
+    ks: tuple[int, ...] = option((10, 20, 100, 200), "Comma-separated k values, one search.", flag="--k")
+    temperature: float = option(0.07, "Vote weight exp(sim/T).")
     batch_size: int = 1024  # test samples per search chunk
     backend: str = "faiss"  # 'faiss' (exact IndexFlatIP) or 'torch' (matmul + topk)
 
@@ -184,3 +187,35 @@ def knn_evaluate(train_features: Any, train_labels: Any, test_features: Any, tes
         top1, top5 = ranked_accuracy(ranked, y_test)
         rows += [Metric("top1", top1, {"k": k}), Metric("top5", top5, {"k": k})]
     return rows
+
+
+def evaluate(inputs: Inputs, config: KNNConfig) -> Evaluation:
+    """:func:`knn_evaluate` on the training and evaluation splits; the summary gives top-1 per k
+    and the best k by top-1."""
+    metrics = knn_evaluate(inputs.train.features, inputs.train.labels, inputs.eval.features,
+                           inputs.eval.labels, config, num_classes=inputs.num_classes, device=inputs.device)
+    top1 = [m for m in metrics if m.name == "top1"]
+    best = max(top1, key=lambda m: m.value)
+    summary: dict[str, Any] = {f"top1_k{m.coords['k']}": m.value for m in top1}
+    summary.update(best_top1=best.value, best_k=best.coords["k"])
+    return Evaluation(metrics, summary)
+
+
+def _caption(shown: Shown) -> str:
+    temperatures = [p["temperature"] for p in shown.params if "temperature" in p]
+    return f"k-NN: k={joined(int(k) for k in shown.values.get('k', []))}" + (
+        f", T={joined(temperatures)}" if temperatures else "")
+
+
+def _reference_top1(summary: dict[str, Any]) -> float:
+    return summary.get(f"top1_k{REFERENCE_K}", summary["best_top1"])
+
+
+PROTOCOL = register(Protocol(
+    name="knn", version="1", label="k-NN", config=KNNConfig, evaluate=evaluate, caption=_caption,
+    summary="weighted k-NN on L2-normalised features (DINO's vote exp(sim / T)), top-1/5 per k",
+    headline=("best_top1",), table_coords={"k": REFERENCE_K},
+    tables=(TableSpec("top1", "top1", shared=True),),
+    plots=(PlotSpec("bars"), PlotSpec("curve", {"x": "k", "x_label": "k (neighbours)", "name": "knn_vs_k"})),
+    transfer=Selection(score=_reference_top1, on="eval", by=f"top1_k{REFERENCE_K}"),
+))

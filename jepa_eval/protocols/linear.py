@@ -38,26 +38,39 @@ from tqdm import tqdm
 
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols.checks import check_num_classes, check_split_pair
-from jepa_eval.results.record import Metric
+from jepa_eval.protocols.registry import (Evaluation, Inputs, PlotSpec, Protocol, Selection, Shown, Spelling, TableSpec,
+                                          option, register)
+from jepa_eval.results.record import Metric, ResultRecord
 
 SELECT_ON = ("val", "eval")
 INIT_STD = 0.01
 BN_EPS = 1e-6
+HEAD_VARIANTS = {"plain": (False,), "bn": (True,), "both": (False, True)}
+
+
+def _head_variants(text: str) -> tuple[bool, ...]:
+    if text not in HEAD_VARIANTS:
+        raise JepaEvalError(f"unknown --batchnorm value {text!r}", expected="plain, bn or both")
+    return HEAD_VARIANTS[text]
 
 
 @dataclass
 class LinearConfig:
     """Linear-probe hyper-parameters; the grid is every (lr, wd, batchnorm) combination."""
 
-    learning_rates: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
-    weight_decays: tuple[float, ...] = (0.0, 5e-4)
-    batchnorm: tuple[bool, ...] = (False, True)
-    epochs: int = 50
+    learning_rates: tuple[float, ...] = option((1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0),
+                                               "Comma-separated base learning rates.", flag="--lrs")
+    weight_decays: tuple[float, ...] = option((0.0, 5e-4), "Comma-separated weight decays.", flag="--wds")
+    batchnorm: tuple[bool, ...] = option((False, True), "Head variants: plain, bn, or both.",
+                                         spelling=Spelling(str, _head_variants, "both"))
+    epochs: int = option(50, "Epochs over the cached features.")
     batch_size: int = 256
     momentum: float = 0.9
-    val_fraction: float = 0.1
+    val_fraction: float = option(0.1, "Share of train held out to choose the head.")
     seed: int = 0
-    select_on: str = "val"  # 'val' (held out from train) or 'eval' (DINOv2: the reported split)
+    # 'val' (held out from train) or 'eval' (DINOv2: the reported split)
+    select_on: str = option("val", "Choose the head on the evaluation split (DINOv2's behaviour; recorded).",
+                            flag="--select-on-eval", spelling=Spelling(bool, lambda on: "eval" if on else "val", False))
 
     def grid(self) -> list[dict[str, Any]]:
         """Every head's hyper-parameters: [{'lr', 'wd', 'batchnorm'}, ...].
@@ -246,3 +259,32 @@ def linear_probe(train_features: Any, train_labels: Any, eval_features: Any, eva
     sizes = {"fit": fit_x.shape[0], "select": select_x.shape[0], "eval": eval_x.shape[0]}
     return LinearResult(metrics=metrics, chosen=grid[best], grid=grid,
                         selected_on=config.select_on, sizes=sizes)
+
+
+def evaluate(inputs: Inputs, config: LinearConfig) -> Evaluation:
+    """:func:`linear_probe` on the training and evaluation splits; the summary gives the chosen
+    head's top-1/top-5 and hyper-parameters."""
+    result = linear_probe(inputs.train.features, inputs.train.labels, inputs.eval.features, inputs.eval.labels,
+                          config, num_classes=inputs.num_classes, device=inputs.device, progress=inputs.progress)
+    summary: dict[str, Any] = {m.name: m.value for m in result.metrics if m.name in ("top1", "top5")}
+    summary.update({f"chosen_{k}": v for k, v in result.chosen.items()})
+    return Evaluation(result.metrics, summary, params={"selected_on": result.selected_on})
+
+
+def _caption(shown: Shown) -> str:
+    on = {p.get("selected_on", p.get("select_on", "val")) for p in shown.params}
+    return "linear: best head on " + ("held-out val" if on == {"val"} else "the evaluation split" if on == {"eval"}
+                                      else "held-out val or the evaluation split")
+
+
+def _describe(record: ResultRecord) -> str:
+    return (f"linear probe on {record.dataset.name} ({record.features.mode}), "
+            f"head chosen on {record.params['selected_on']}")
+
+
+PROTOCOL = register(Protocol(
+    name="linear", version="1", label="linear", config=LinearConfig, evaluate=evaluate, caption=_caption,
+    summary="grid of linear heads (lr x wd x BatchNorm) trained at once, chosen on held-out data",
+    describe=_describe, headline=("top1",), tables=(TableSpec("top1", "top1", shared=True),), plots=(PlotSpec("bars"),),
+    transfer=Selection(score=lambda summary: summary["chosen_val_top1"], on="val", by="val_top1"),
+))

@@ -15,9 +15,8 @@ the whole low-shot training set at the chosen ``C``.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols.checks import check_num_classes, check_split_pair
+from jepa_eval.protocols.registry import (Evaluation, Inputs, Needs, PlotSpec, Protocol, TableSpec, option, register)
 from jepa_eval.results.record import Metric
 
 #: Every other value of DINOv2's grid 10^linspace(-6, 5, 45): half-decade steps, half the cost.
@@ -40,24 +40,30 @@ PREDICT_BLOCK = 8192
 class LowShotConfig:
     """Low-shot settings and classifier hyper-parameters (the single source of defaults).
 
-    ``seeds`` is a count: seeds ``0 .. seeds - 1`` (a subset file is one fixed sample and
-    runs once, with seed 0). ``val_fraction`` of each class is held out to choose ``C``; a
+    Settings: label ``fractions`` of each class, ``shots`` images a class, and a published
+    ``subset_file`` (one fixed sample, run once with seed 0); with none of them, 1% of the labels.
+    ``seeds`` is a count: seeds ``0 .. seeds - 1``. ``val_fraction`` of each class is held out to choose ``C``; a
     class keeps at least one training sample, and a class of one sample gives none. When
     no class can give one (1-shot), ``fallback_C`` (scikit-learn's default) is used.
     ``max_iter`` bounds the L-BFGS iterations of each fit; ``tol`` stops a fit when the largest
     gradient entry of the mean objective falls below it (scikit-learn's lbfgs ``tol``, 1e-4).
     """
 
-    fractions: tuple[float, ...] = ()
-    shots: tuple[int, ...] = ()
-    seeds: int = 5
+    fractions: tuple[float, ...] = option((), "Comma-separated label fractions per class, e.g. 0.01,0.1.",
+                                          flag="--fraction")
+    shots: tuple[int, ...] = option((), "Comma-separated images per class, e.g. 1,2,5,10.")
+    seeds: int = option(5, "Seeds per setting (sampling + validation split).")
     Cs: tuple[float, ...] = DEFAULT_CS
     val_fraction: float = 0.2
     max_iter: int = 200
     tol: float = 1e-4
     fallback_C: float = 1.0
+    subset_file: str | None = option(None, "A published subset file (one <wnid>_<id>.JPEG a line), "
+                                           "e.g. ImageNet 1percent.txt.")
 
     def __post_init__(self) -> None:
+        if not (self.fractions or self.shots or self.subset_file):
+            self.fractions = (0.01,)
         if self.seeds < 1:
             raise JepaEvalError("low-shot needs at least one seed", expected="seeds >= 1",
                                 found=f"seeds = {self.seeds}")
@@ -168,60 +174,6 @@ def sample_shots(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
                             expected=f"at least {shots} training images in every class",
                             found=f"class sizes {_describe_classes(small)}")
     return _draw(members, {c: shots for c in members}, seed)
-
-
-def read_subset_file(path: str | os.PathLike[str], sample_names: Sequence[str]) -> np.ndarray:
-    """Indices into ``sample_names`` of the names listed in ``path``, in file order.
-
-    The file holds one training file name a line (``<wnid>_<id>.JPEG``, as the SimCLR
-    ImageNet 1% / 10% lists); blank lines are ignored. Names with path separators or
-    ``..``, repeated names, and names absent from ``sample_names`` are errors.
-    """
-    try:
-        lines = [line.strip() for line in open(path, encoding="utf-8").read().splitlines()]
-    except (OSError, UnicodeDecodeError) as exc:
-        raise JepaEvalError(f"cannot read the subset file {path}",
-                            expected="a text file with one image file name a line",
-                            found=str(exc)) from exc
-    names = [line for line in lines if line]
-    if not names:
-        raise JepaEvalError(f"the subset file {path} lists no images",
-                            expected="one image file name a line", found="an empty file")
-    unsafe = [n for n in names if "/" in n or "\\" in n or ".." in n]
-    if unsafe:
-        raise JepaEvalError(f"the subset file {path} contains paths, not file names",
-                            expected="bare file names such as n01440764_10026.JPEG",
-                            found=f"{len(unsafe)} such lines, e.g. {unsafe[:5]}")
-    repeated = _repeated(names)
-    if repeated:
-        raise JepaEvalError(f"the subset file {path} lists images more than once",
-                            expected="each file name once",
-                            found=f"{len(repeated)} repeats, e.g. {repeated[:5]}")
-    position = {name: i for i, name in enumerate(sample_names)}
-    missing = [n for n in names if n not in position]
-    if missing:
-        raise JepaEvalError(f"{len(missing)} of {len(names)} images in the subset file {path} are "
-                            "not in the training split",
-                            expected="names of files in the dataset's training split",
-                            found=f"missing names such as {missing[:5]}",
-                            hint="check that the subset file belongs to this dataset and split")
-    ambiguous = sorted(set(names) & set(_repeated(sample_names)))
-    if ambiguous:
-        raise JepaEvalError("some subset names match several training images",
-                            expected="file names that are unique in the training split",
-                            found=f"{len(ambiguous)} such names, e.g. {ambiguous[:5]}")
-    return np.array([position[n] for n in names], dtype=np.int64)
-
-
-def _repeated(names: Sequence[str]) -> list[str]:
-    """Every name that occurs earlier in ``names`` as well, in order."""
-    seen: set[str] = set()
-    repeated = []
-    for name in names:
-        if name in seen:
-            repeated.append(name)
-        seen.add(name)
-    return repeated
 
 
 def validation_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -343,9 +295,6 @@ def _settings(config: LowShotConfig, train_labels: np.ndarray,
                                 found=f"{indices.size} indices" + (
                                     f" in [{indices.min()}, {indices.max()}]" if indices.size else ""))
         jobs.append(({"subset": f"{indices.size} images"}, 0, indices))
-    if not jobs:
-        raise JepaEvalError("no low-shot setting was given",
-                            expected="label fractions, shot counts or a subset file")
     return jobs
 
 
@@ -395,3 +344,37 @@ def lowshot_evaluate(train_features: np.ndarray, train_labels: np.ndarray, eval_
         if num_classes > 5:
             metrics.append(Metric("top5", topk_accuracy(model, x_eval, y_eval, 5), point))
     return LowShotResult(metrics=metrics, summary=_summarise(metrics))
+
+
+def evaluate(inputs: Inputs, config: LowShotConfig) -> Evaluation:
+    """:func:`lowshot_evaluate` over every setting and seed; the summary gives mean and std per setting."""
+    result = lowshot_evaluate(inputs.train.features, inputs.train.labels, inputs.eval.features, inputs.eval.labels,
+                              config, subset_indices=inputs.train_subset, num_classes=inputs.num_classes,
+                              device=inputs.device, progress=inputs.progress)
+    summary: dict[str, Any] = {_setting_label(m): m.value for m in result.summary}
+    return Evaluation(list(result.metrics) + list(result.summary), summary)
+
+
+def _setting_label(metric: Metric) -> str:
+    setting = ",".join(f"{k}={v}" for k, v in metric.coords.items())
+    return f"{metric.name}[{setting}]" if setting else metric.name
+
+
+def table_setting(coords: dict[str, Any]) -> str:
+    """The table column of a low-shot row: '5-shot', '1%' or the subset's description."""
+    if coords.get("shots") is not None:
+        return f"{int(coords['shots'])}-shot"
+    if coords.get("fraction") is not None:
+        return f"{float(coords['fraction']) * 100:g}%"
+    return str(coords["subset"]) if coords.get("subset") is not None else ""
+
+
+PROTOCOL = register(Protocol(
+    name="lowshot", version="1", label="low-shot", config=LowShotConfig, evaluate=evaluate,
+    caption=lambda shown: f"low-shot: logistic regression, {len(set(shown.values.get('seed', [])))} seed(s)",
+    summary="L-BFGS logistic regression on label fractions, k shots or a subset file, over seeds",
+    describe=lambda record: f"low-shot logistic regression on {record.dataset.name} ({record.features.mode})",
+    needs=lambda config: Needs(train_subset_file=config.subset_file), headline=("top1_mean",),
+    setting=table_setting, tables=(TableSpec("top1", "top1", shared=True),),
+    plots=(PlotSpec("bars"), PlotSpec("label_curve")),
+))

@@ -9,18 +9,20 @@ and returns plain floats. Linear algebra runs in float64 on the features' device
 - :func:`lidar`: effective rank of the LDA matrix of surrogate classes (Thilak et al.).
 - :func:`feature_std`, :func:`mean_cosine`, :func:`uniformity`: spread of the L2-normalised
   features (the VICReg-style std, mean pairwise cosine, Wang & Isola uniformity).
-- :func:`detect_collapse`: the first epoch of a training run whose RankMe or std collapsed.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
 from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.protocols.registry import (Evaluation, Inputs, Needs, PlotSpec, Protocol, TableSpec, ViewsNeeded, joined,
+                                          option, register)
 from jepa_eval.results.record import Metric
 
 ArrayLike = torch.Tensor | np.ndarray
@@ -233,32 +235,41 @@ def rank_metrics(Z: ArrayLike, *, lidar_views: ArrayLike | None = None, lidar_de
     return rows
 
 
-def detect_collapse(epochs: Sequence[int], rankme: Sequence[float], feature_std: Sequence[float], *,
-                    rankme_fraction: float = 0.2, std_floor: float = 1e-3) -> int | None:
-    """The first epoch whose features collapsed, or None when the run stayed healthy.
+@dataclass
+class RankConfig:
+    """Label-free diagnostics on ``samples`` seeded rows of a split; LiDAR on ``lidar_images`` x ``lidar_views`` crops."""
 
-    An epoch counts as collapsed when its RankMe fell below ``rankme_fraction`` times the
-    highest RankMe seen up to and including it, when its feature std is at most
-    ``std_floor``, or when either value is not finite (a diverged run). ``std_floor`` is
-    absolute: :func:`feature_std` works on L2-normalised rows, so a healthy value is about
-    ``1 / sqrt(D)`` (0.028 for D = 1280), far above 1e-3 for any practical width.
-    """
-    if not len(epochs) == len(rankme) == len(feature_std):
-        raise JepaEvalError("collapse detection needs one RankMe and one std value per epoch",
-                            expected="three sequences of the same length",
-                            found=f"{len(epochs)} epochs, {len(rankme)} RankMe values, "
-                                  f"{len(feature_std)} std values")
-    if any(b <= a for a, b in zip(epochs, epochs[1:])):
-        raise JepaEvalError("epochs for collapse detection are not increasing",
-                            expected="strictly increasing epoch numbers", found=f"{list(epochs)}")
-    if not 0 < rankme_fraction < 1:
-        raise JepaEvalError("rankme_fraction is out of range", expected="a number in (0, 1)",
-                            found=f"{rankme_fraction}")
-    peak = -math.inf
-    for epoch, rank, std in zip(epochs, rankme, feature_std):
-        if not (math.isfinite(rank) and math.isfinite(std)):
-            return int(epoch)
-        peak = max(peak, rank)
-        if rank < rankme_fraction * peak or std <= std_floor:
-            return int(epoch)
-    return None
+    samples: int = option(10_000, "Seeded rows used for the metrics.")
+    seed: int = 0
+    lidar_images: int = option(1000, "LiDAR surrogate classes n.")
+    lidar_views: int = option(10, "LiDAR views per class q.")
+    lidar_delta: float = 1e-4
+    lidar_eps: float = 1e-8
+    lidar: bool = option(True, "Also compute LiDAR (needs extra forward passes over augmented views).")
+
+
+def _needs(config: RankConfig) -> Needs:
+    views = ViewsNeeded(config.lidar_images, config.lidar_views, config.seed) if config.lidar else None
+    return Needs(rows=config.samples, rows_seed=config.seed, views=views)
+
+
+def evaluate(inputs: Inputs, config: RankConfig) -> Evaluation:
+    """:func:`rank_metrics` of the measured rows (and LiDAR of the views, when extracted)."""
+    rows = inputs.train.features
+    if rows.shape[0] < 2:
+        raise JepaEvalError("rank metrics need at least 2 samples", found=f"{rows.shape[0]}")
+    metrics = rank_metrics(rows, lidar_views=inputs.views, lidar_delta=config.lidar_delta, lidar_eps=config.lidar_eps)
+    return Evaluation(metrics, {m.name: m.value for m in metrics}, dataset={"n_used": int(rows.shape[0])})
+
+
+def _describe(record: Any) -> str:
+    return f"rank diagnostics on {record.dataset.name}/{record.dataset.split} ({record.features.mode})"
+
+
+PROTOCOL = register(Protocol(
+    name="rank", version="1", label="rank", config=RankConfig, evaluate=evaluate, needs=_needs,
+    summary="label-free collapse metrics: RankMe, alpha-ReQ, LiDAR, feature std, cosine, uniformity",
+    caption=lambda shown: f"rank: on the {joined(shown.values.get('split', []))} split",
+    describe=_describe, splits=("split",), headline=("rankme",), tables=(TableSpec("rank_rankme", "rankme"),),
+    plots=(PlotSpec("rank_vs_accuracy", {"metrics": ("rankme", "lidar"), "accuracy": "linear"}),),
+))

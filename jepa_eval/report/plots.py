@@ -20,14 +20,15 @@ from scipy.stats import spearmanr
 
 from jepa_eval.core.atomic import atomic_path, atomic_write_text
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.report.tables import (DEFAULT_K, PERCENT_METRICS, PROTOCOL_LABELS, column_label, paper_table, select_rows,
-                              table_to_frame, variant_labels)
+from jepa_eval.protocols import get_protocol, list_protocols
+from jepa_eval.protocols.registry import Protocol
+from jepa_eval.report.tables import (PERCENT_METRICS, column_label, paper_table, protocol_label, select_rows,
+                                     table_defaults, table_to_frame, variant_labels)
 
 DPI = 150
 METRIC_LABELS = {"top1": "top-1 accuracy (%)", "top5": "top-5 accuracy (%)", "rankme": "RankMe",
                  "lidar": "LiDAR", "alpha_req": "α-ReQ (α)", "knn_top1": "k-NN top-1 (%)",
                  "feature_std": "feature std", "rankme_norm": "RankMe / min(N, D)"}
-MONITOR_METRICS = ("rankme", "alpha_req", "lidar", "knn_top1")
 #: Fewest checkpoints of one feature size that a Spearman rho is computed over.
 MIN_RANKED = 3
 
@@ -77,9 +78,11 @@ def _seed_stats(rows: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return stats.assign(std=stats["std"].fillna(0.0)).rename(columns={"count": "n"})
 
 
-def _join_k(select: Mapping[str, Any] | None) -> str:
-    wanted = (select or {}).get("k", DEFAULT_K)
-    return ", ".join(map(str, wanted)) if isinstance(wanted, (list, tuple, set)) else str(wanted)
+def _fixed_coords(protocol: str, select: Mapping[str, Any] | None) -> str:
+    """' (k = 20)': the coordinates a protocol's tables fix, as selected."""
+    fixed = {k: (select or {}).get(k, v) for k, v in get_protocol(protocol).table_coords.items()}
+    shown = [f"{k} = {', '.join(map(str, v)) if isinstance(v, (list, tuple, set)) else v}" for k, v in fixed.items()]
+    return f" ({'; '.join(shown)})" if shown else ""
 
 
 def plot_grouped_bars(frame: pd.DataFrame, stem: str | Path, *, protocol: str, metric: str = "top1",
@@ -104,27 +107,26 @@ def plot_grouped_bars(frame: pd.DataFrame, stem: str | Path, *, protocol: str, m
         ax.bar_label(bars, fmt="%.1f" if metric in PERCENT_METRICS else "%.3g", fontsize=7, padding=2)
     ax.set_xticks(x, [column_label(c, table.column_fields).replace(" ", "\n", 1) for c in table.columns])
     ax.set_ylabel(_metric_label(metric))
-    ax.set_xlabel("dataset" + (" and labels" if protocol == "lowshot" else ""))
+    ax.set_xlabel("dataset" + (" and setting" if any(len(c) > 1 and c[-1] for c in table.columns) else ""))
     if metric in PERCENT_METRICS:
         ax.set_ylim(0, min(105.0, max(np.nanmax(data["mean"]) * 1.15, 10.0)))
-    chosen_k = f" (k = {_join_k(select)})" if protocol == "knn" else ""
-    ax.set_title(f"{PROTOCOL_LABELS.get(protocol, protocol)}{chosen_k}: {_metric_label(metric)}")
+    ax.set_title(f"{protocol_label(protocol)}{_fixed_coords(protocol, select)}: {_metric_label(metric)}")
     ax.legend(fontsize=8, title="model", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.grid(axis="y", alpha=0.3)
     return save_figure(fig, data, stem)
 
 
-def plot_lowshot(frame: pd.DataFrame, stem: str | Path, *, metric: str = "top1",
-                 select: Mapping[str, Any] | None = None) -> list[Path]:
+def plot_label_curves(frame: pd.DataFrame, stem: str | Path, *, protocol: str, metric: str = "top1",
+                      select: Mapping[str, Any] | None = None) -> list[Path]:
     """Accuracy against labels per class (shots) or labelled fraction (%), one panel per dataset
     and kind, one line per model with a ± std band over seeds."""
-    rows = select_rows(frame, protocol="lowshot", metric=metric, select=select)
+    rows = select_rows(frame, protocol=protocol, metric=metric, select=select)
     shots = rows["shots"] if "shots" in rows else pd.Series(np.nan, index=rows.index)
     fraction = rows["fraction"] if "fraction" in rows else pd.Series(np.nan, index=rows.index)
     rows = rows.assign(kind=np.where(shots.notna(), "shots", "fraction"),
                        x=np.where(shots.notna(), shots, fraction * 100)).dropna(subset=["x"])
     if rows.empty:
-        raise JepaEvalError("no low-shot results with shots or fractions to draw",
+        raise JepaEvalError(f"no {protocol_label(protocol)} results with shots or fractions to draw",
                             expected="metric rows with a 'shots' or 'fraction' coordinate",
                             found="only subset-file results")
     rows = rows.assign(label=variant_labels(rows, ["dataset", "kind", "x"]))
@@ -139,41 +141,45 @@ def plot_lowshot(frame: pd.DataFrame, stem: str | Path, *, metric: str = "top1",
         _data_ticks(ax, data.loc[(data["dataset"] == dataset) & (data["kind"] == kind), "x"])
         ax.set_xlabel("labelled images per class" if kind == "shots" else "labelled fraction (%)")
         ax.set_ylabel(_metric_label(metric))
-        ax.set_title(f"{dataset}: low-shot {_metric_label(metric).split(' (')[0]}, "
+        ax.set_title(f"{dataset}: {protocol_label(protocol)} {_metric_label(metric).split(' (')[0]}, "
                      + ("k-shot" if kind == "shots" else "label fraction"))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="model")
     return save_figure(fig, data, stem)
 
 
-def plot_knn_k(frame: pd.DataFrame, stem: str | Path, *, metric: str = "top1",
-               select: Mapping[str, Any] | None = None) -> list[Path]:
-    """k-NN accuracy against k (log axis), one panel per dataset, one line per model."""
-    rows = select_rows(frame, protocol="knn", metric=metric, select=select, defaults=False)
-    rows = rows.assign(label=variant_labels(rows, ["dataset", "k"]))
-    data = _seed_stats(rows, ["dataset", "label", "k"])
+def plot_curve(frame: pd.DataFrame, stem: str | Path, *, protocol: str, x: str, x_label: str | None = None,
+               metric: str = "top1", select: Mapping[str, Any] | None = None) -> list[Path]:
+    """Accuracy against the coordinate ``x`` (e.g. k-NN's k; a log axis when it spans a factor of
+    10), one panel per dataset, one line per model, ± std over seeds."""
+    rows = select_rows(frame, protocol=protocol, metric=metric, select=select, defaults=False)
+    rows = rows.assign(label=variant_labels(rows, ["dataset", x]))
+    data = _seed_stats(rows, ["dataset", "label", x])
     datasets = sorted(data["dataset"].unique())
     fig, axes = _figure(len(datasets))
     for ax, dataset in zip(axes, datasets):
         for label, line in data[data["dataset"] == dataset].groupby("label"):
-            line = line.sort_values("k")
-            ax.errorbar(line["k"], line["mean"], yerr=line["std"], marker="o", capsize=3, label=label)
-        _data_ticks(ax, data.loc[data["dataset"] == dataset, "k"])
-        ax.set_xlabel("k (neighbours)")
+            line = line.sort_values(x)
+            ax.errorbar(line[x], line["mean"], yerr=line["std"], marker="o", capsize=3, label=label)
+        _data_ticks(ax, data.loc[data["dataset"] == dataset, x])
+        ax.set_xlabel(x_label or x)
         ax.set_ylabel(_metric_label(metric))
-        ax.set_title(f"{dataset}: k-NN {_metric_label(metric).split(' (')[0]} against k")
+        ax.set_title(f"{dataset}: {protocol_label(protocol)} {_metric_label(metric).split(' (')[0]} against {x}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, title="model", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, data, stem)
 
 
-def plot_monitor(frame: pd.DataFrame, stem: str | Path, *,
+def plot_monitor(frame: pd.DataFrame, stem: str | Path, *, protocol: str = "monitor",
                  collapse: Mapping[str, int | None] | None = None,
-                 metrics: Sequence[str] = MONITOR_METRICS) -> list[Path]:
+                 metrics: Sequence[str] | None = None) -> list[Path]:
     """Collapse monitoring: each metric against epoch (one panel each, one line per run); the
     collapse epoch of a run (``collapse[run_id]``) is a dashed vertical line in its colour."""
     collapse = dict(collapse or {})
-    rows = frame[(frame["protocol"] == "monitor") & frame["metric"].isin(list(metrics))]
+    if metrics is None:  # the metrics the protocol's own monitor figure asks for
+        metrics = next(spec.options["metrics"] for spec in get_protocol(protocol).plots if spec.kind == "monitor")
+    metrics = list(metrics)
+    rows = frame[(frame["protocol"] == protocol) & frame["metric"].isin(metrics)]
     if rows.empty or "epoch" not in rows:
         raise JepaEvalError("no monitor results to draw",
                             expected=f"monitor records with metrics {', '.join(metrics)} per epoch",
@@ -203,17 +209,17 @@ def plot_monitor(frame: pd.DataFrame, stem: str | Path, *,
     return save_figure(fig, data, stem)
 
 
-def rank_accuracy_pairs(frame: pd.DataFrame, *, rank_metric: str = "rankme",
+def rank_accuracy_pairs(frame: pd.DataFrame, *, rank_protocol: str = "rank", rank_metric: str = "rankme",
                         protocol: str = "linear", metric: str = "top1") -> pd.DataFrame:
-    """One row per checkpoint and dataset that has both a rank record and an accuracy record
-    with the same feature mode: model, sha256, dataset, mode, ``rank_metric``, accuracy
-    (``{protocol}_{metric}``, mean over seeds) and ``rank_bound``, RankMe's ceiling
-    ``min(N, D)`` read back as rankme / rankme_norm (NaN where the record lacks either)."""
+    """One row per checkpoint and dataset that has both a ``rank_protocol`` record and a
+    ``protocol`` record with the same feature mode: model, sha256, dataset, mode, ``rank_metric``,
+    accuracy (``{protocol}_{metric}``, mean over seeds, at the protocol's table coordinates such as
+    k-NN's k = 20) and ``rank_bound``, RankMe's ceiling ``min(N, D)`` read back as
+    rankme / rankme_norm (NaN where the record lacks either)."""
     keys = ["model", "sha256", "dataset", "mode"]
-    rank = frame[frame["protocol"] == "rank"]
+    rank = frame[frame["protocol"] == rank_protocol]
     accuracy = frame[(frame["protocol"] == protocol) & (frame["metric"] == metric)]
-    if protocol == "knn" and "k" in accuracy:
-        accuracy = accuracy[accuracy["k"] == 20]
+    accuracy = table_defaults(accuracy, get_protocol(protocol), {}) if not accuracy.empty else accuracy
 
     def mean_of(rows: pd.DataFrame, name: str) -> pd.Series:
         return rows.groupby(keys, dropna=False)["value"].mean().rename(name)
@@ -249,8 +255,8 @@ def _bound_label(bound: float) -> str:
     return "min(N, D) unknown" if pd.isna(bound) else f"min(N, D) = {bound:.0f}"
 
 
-def plot_rank_vs_accuracy(frame: pd.DataFrame, stem: str | Path, *, rank_metric: str = "rankme",
-                          protocol: str = "linear", metric: str = "top1") -> list[Path]:
+def plot_rank_vs_accuracy(frame: pd.DataFrame, stem: str | Path, *, rank_protocol: str = "rank",
+                          rank_metric: str = "rankme", protocol: str = "linear", metric: str = "top1") -> list[Path]:
     """Scatter of a rank metric against accuracy across checkpoints, Spearman ρ in the title.
 
     ρ is computed among features of one size (one ``rank_bound``, at least :data:`MIN_RANKED`
@@ -259,7 +265,8 @@ def plot_rank_vs_accuracy(frame: pd.DataFrame, stem: str | Path, *, rank_metric:
     get a log x-axis.
     """
     accuracy = f"{protocol}_{metric}"
-    pairs = rank_accuracy_pairs(frame, rank_metric=rank_metric, protocol=protocol, metric=metric)
+    pairs = rank_accuracy_pairs(frame, rank_protocol=rank_protocol, rank_metric=rank_metric, protocol=protocol,
+                                metric=metric)
     sizes = _sizes(pairs)
     if not (sizes >= MIN_RANKED).any():
         raise JepaEvalError(f"too few checkpoints to correlate {rank_metric} with {protocol} {metric}",
@@ -281,33 +288,67 @@ def plot_rank_vs_accuracy(frame: pd.DataFrame, stem: str | Path, *, rank_metric:
     rhos = "; ".join(f"ρ = {g['spearman_rho'].iloc[0]:.2f} (n = {len(g)}"
                      + (f", {_bound_label(b)})" if several else ")") for b, g in ranked)
     ax.set_xlabel(_metric_label(rank_metric))
-    ax.set_ylabel(f"{PROTOCOL_LABELS.get(protocol, protocol)} {_metric_label(metric)}")
+    ax.set_ylabel(f"{protocol_label(protocol)} {_metric_label(metric)}")
     ax.margins(0.1)
-    ax.set_title(f"{_metric_label(rank_metric)} vs {PROTOCOL_LABELS.get(protocol, protocol)} "
+    ax.set_title(f"{_metric_label(rank_metric)} vs {protocol_label(protocol)} "
                  f"{_metric_label(metric).split(' (')[0]}: Spearman {rhos}", fontsize=9 if several else 10)
     ax.legend(fontsize=8, title="dataset")
     ax.grid(alpha=0.3)
     return save_figure(fig, data, stem)
 
 
+def _bars(frame: pd.DataFrame, folder: Path, protocol: Protocol, collapse: Any) -> list[Path]:
+    if not ((frame["protocol"] == protocol.name) & (frame["metric"] == "top1")).any():
+        return []
+    return plot_grouped_bars(frame, folder / f"bars_{protocol.name}", protocol=protocol.name)
+
+
+def _curve(frame: pd.DataFrame, folder: Path, protocol: Protocol, collapse: Any, *, x: str, name: str,
+           x_label: str | None = None) -> list[Path]:
+    mine = frame[(frame["protocol"] == protocol.name) & (frame["metric"] == "top1")]
+    if x not in mine or mine[x].nunique() < 2:
+        return []
+    return plot_curve(frame, folder / name, protocol=protocol.name, x=x, x_label=x_label)
+
+
+def _label_curves(frame: pd.DataFrame, folder: Path, protocol: Protocol, collapse: Any) -> list[Path]:
+    mine = frame[(frame["protocol"] == protocol.name) & (frame["metric"] == "top1")]
+    if not any(c in mine and mine[c].notna().any() for c in ("shots", "fraction")):
+        return []
+    return plot_label_curves(frame, folder / f"{protocol.name}_curves", protocol=protocol.name)
+
+
+def _monitor(frame: pd.DataFrame, folder: Path, protocol: Protocol, collapse: Any, *,
+             metrics: Sequence[str]) -> list[Path]:
+    if not ((frame["protocol"] == protocol.name) & frame["metric"].isin(list(metrics))).any():
+        return []
+    return plot_monitor(frame, folder / protocol.name, protocol=protocol.name, collapse=collapse, metrics=metrics)
+
+
+def _rank_vs_accuracy(frame: pd.DataFrame, folder: Path, protocol: Protocol, collapse: Any, *,
+                      metrics: Sequence[str], accuracy: str) -> list[Path]:
+    written: list[Path] = []
+    for rank_metric in metrics:
+        pairs = rank_accuracy_pairs(frame, rank_protocol=protocol.name, rank_metric=rank_metric, protocol=accuracy)
+        if (_sizes(pairs) >= MIN_RANKED).any():
+            written += plot_rank_vs_accuracy(frame, folder / f"{rank_metric}_vs_{accuracy}",
+                                             rank_protocol=protocol.name, rank_metric=rank_metric, protocol=accuracy)
+    return written
+
+
+#: The kinds of figure a protocol can ask for (``PlotSpec.kind``); each draws nothing when the
+#: frame lacks its data.
+PLOTS = {"bars": _bars, "curve": _curve, "label_curve": _label_curves, "monitor": _monitor,
+         "rank_vs_accuracy": _rank_vs_accuracy}
+
+
 def write_plots(frame: pd.DataFrame, folder: str | Path, *,
                 collapse: Mapping[str, int | None] | None = None) -> list[Path]:
-    """Every plot the frame has data for, into ``folder``; returns the paths written."""
+    """Every figure the registered protocols ask for and the frame has data for, into ``folder``;
+    returns the paths written."""
     folder = Path(folder)
-    has = set(zip(frame["protocol"], frame["metric"]))
     written: list[Path] = []
-    for protocol in ("knn", "linear", "lowshot"):
-        if (protocol, "top1") in has:
-            written += plot_grouped_bars(frame, folder / f"bars_{protocol}", protocol=protocol)
-    lowshot = frame[(frame["protocol"] == "lowshot") & (frame["metric"] == "top1")]
-    if any(c in lowshot and lowshot[c].notna().any() for c in ("shots", "fraction")):
-        written += plot_lowshot(frame, folder / "lowshot_curves")
-    if ("knn", "top1") in has and frame.loc[frame["protocol"] == "knn", "k"].nunique() > 1:
-        written += plot_knn_k(frame, folder / "knn_vs_k")
-    if any(p == "monitor" and m in MONITOR_METRICS for p, m in has):
-        written += plot_monitor(frame, folder / "monitor", collapse=collapse)
-    for rank_metric in ("rankme", "lidar"):
-        if (_sizes(rank_accuracy_pairs(frame, rank_metric=rank_metric)) >= MIN_RANKED).any():
-            written += plot_rank_vs_accuracy(frame, folder / f"{rank_metric}_vs_linear",
-                                             rank_metric=rank_metric)
+    for protocol in list_protocols():
+        for spec in protocol.plots:
+            written += PLOTS[spec.kind](frame, folder, protocol, collapse, **spec.options)
     return written

@@ -32,7 +32,9 @@ import pandas as pd
 
 from jepa_eval.core.atomic import atomic_path, atomic_write_text
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.results.record import ResultRecord, load_records
+from jepa_eval.protocols import list_protocols
+from jepa_eval.protocols.registry import Protocol, Shown, registered
+from jepa_eval.results.record import ModelInfo, ResultRecord, load_records
 
 PUBLISHED_CSV = Path(__file__).parent / "published.csv"
 RECORD_COLUMNS = ("run_id", "created", "suite", "model", "family", "sha256", "ckpt_key", "protocol",
@@ -46,31 +48,25 @@ CONFIG_COLUMNS = ("sha256", "ckpt_key", "protocol_version", "train_split", "spli
 NOT_HYPERPARAMETERS = ("seed", "suite", "suite_entry")
 PERCENT_METRICS = frozenset({"top1", "top5", "val_top1", "knn_top1", "knn_top5"})
 LOWER_IS_BETTER = frozenset({"mean_cosine", "uniformity"})
-PROTOCOL_ORDER = ("knn", "linear", "lowshot", "rank", "monitor")
-PROTOCOL_LABELS = {"knn": "k-NN", "linear": "linear", "lowshot": "low-shot", "rank": "rank",
-                   "monitor": "monitor"}
-DEFAULT_K = 20
 
 
 # ---------------------------------------------------------------------------- tidy frame
 
-def _model_name(model: Mapping[str, Any]) -> str:
-    path_name = Path(str(model.get("path") or "")).name
-    return str(model.get("name") or path_name or str(model.get("sha256") or "")[:12] or "unnamed")
+def _model_name(model: ModelInfo) -> str:
+    return model.name or Path(model.path or "").name or (model.sha256 or "")[:12] or "unnamed"
 
 
 def _record_fields(record: ResultRecord) -> dict[str, Any]:
-    params = dict(record.params or {})
-    dataset, features = record.dataset or {}, record.features or {}
+    params = record.params
     hyper = {k: v for k, v in params.items() if k not in NOT_HYPERPARAMETERS}
     return {
         "run_id": record.run_id, "created": record.created, "suite": params.get("suite"),
-        "model": _model_name(record.model or {}), "family": (record.model or {}).get("family"),
-        "sha256": (record.model or {}).get("sha256"), "ckpt_key": (record.model or {}).get("ckpt_key"),
+        "model": _model_name(record.model), "family": record.model.family,
+        "sha256": record.model.sha256, "ckpt_key": record.model.ckpt_key,
         "protocol": record.protocol, "protocol_version": str(record.protocol_version),
-        "dataset": dataset.get("name"), "train_split": dataset.get("train_split"),
-        "split": dataset.get("eval_split", dataset.get("split")), "mode": features.get("mode"),
-        "image_size": features.get("image_size"), "transfer": bool(params.get("transfer", False)),
+        "dataset": record.dataset.name, "train_split": record.dataset.train_split,
+        "split": record.dataset.scored_split, "mode": record.features.mode,
+        "image_size": record.features.image_size, "transfer": bool(params.get("transfer", False)),
         "params": json.dumps(hyper, sort_keys=True, default=str), "seed": params.get("seed"),
     }
 
@@ -94,14 +90,10 @@ def tidy_frame(records: Iterable[ResultRecord]) -> pd.DataFrame:
     for record in sorted(records, key=lambda r: r.created):
         base = _record_fields(record)
         for metric in record.metrics:
-            if "name" not in metric or "value" not in metric:
-                raise JepaEvalError(f"result {record.run_id} has a malformed metric row",
-                                    expected="rows with 'name' and 'value'", found=repr(metric)[:200])
-            coords = {k: _scalar(v) for k, v in metric.items() if k not in ("name", "value")}
+            coords = {k: _scalar(v) for k, v in metric.coords.items()}
             coord_names.update(k for k in coords if k not in RECORD_COLUMNS)
-            value = metric["value"]
-            rows.append({**base, **coords, "metric": str(metric["name"]),
-                         "value": float("nan") if value is None else float(value)})
+            rows.append({**base, **coords, "metric": metric.name,
+                         "value": float("nan") if metric.value is None else float(metric.value)})
     coords_sorted = sorted(coord_names, key=lambda c: (COORD_ORDER.index(c) if c in COORD_ORDER
                                                        else len(COORD_ORDER), c))
     frame = pd.DataFrame(rows, columns=[*RECORD_COLUMNS, *coords_sorted, "metric", "value"])
@@ -143,33 +135,37 @@ def write_tidy(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 
 
 def collapse_epochs(records: Iterable[ResultRecord]) -> dict[str, int | None]:
-    """``run_id -> summary['collapse_epoch']`` of every monitor record."""
-    return {r.run_id: r.summary.get("collapse_epoch") for r in records if r.protocol == "monitor"}
+    """``run_id -> summary['collapse_epoch']`` of every record that has one (monitor runs)."""
+    return {r.run_id: r.summary["collapse_epoch"] for r in records if "collapse_epoch" in r.summary}
 
 
 # ---------------------------------------------------------------------------- selection
 
 def _setting(row: pd.Series) -> str:
-    if row.get("protocol") != "lowshot":
+    """The table sub-column of a row, as its protocol names it ('1%', '5-shot'; '' for most)."""
+    protocol = registered().get(row["protocol"])
+    if protocol is None or protocol.setting is None:
         return ""
-    if pd.notna(row.get("shots", np.nan)):
-        return f"{int(row['shots'])}-shot"
-    if pd.notna(row.get("fraction", np.nan)):
-        return f"{float(row['fraction']) * 100:g}%"
-    return str(row["subset"]) if pd.notna(row.get("subset", np.nan)) else ""
+    return protocol.setting({k: v for k, v in row.items() if isinstance(k, str) and not _missing(v)})
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and np.isnan(value))
 
 
 def select_rows(frame: pd.DataFrame, *, protocol: str | None = None, metric: str = "top1",
                 select: Mapping[str, Any] | None = None, defaults: bool = True) -> pd.DataFrame:
     """The rows a table or plot shows, with a ``setting`` column (low-shot: '1%', '5-shot').
 
-    ``select`` maps a column to a value or a list of values. With ``defaults``, k-NN rows are
-    those at k = 20 (unless ``select`` names ``k``) and monitor rows those of each run's last
-    epoch; monitor rows are left out unless ``protocol='monitor'``.
+    ``select`` maps a column to a value or a list of values. With ``defaults``, each protocol's
+    ``table_coords`` fix its coordinates (k-NN: k = 20) unless ``select`` names them, and its
+    ``table_latest`` coordinate keeps each run's last value (monitor: the last epoch); protocols
+    that run on a training run (monitor) are left out unless ``protocol`` names one.
     """
     select = dict(select or {})
     rows = frame[frame["metric"] == metric]
-    rows = rows[rows["protocol"] == protocol] if protocol else rows[rows["protocol"] != "monitor"]
+    run_level = [p.name for p in list_protocols("run")]
+    rows = rows[rows["protocol"] == protocol] if protocol else rows[~rows["protocol"].isin(run_level)]
     for column, wanted in select.items():
         if column not in frame.columns:
             raise JepaEvalError(f"cannot select on '{column}'",
@@ -177,15 +173,9 @@ def select_rows(frame: pd.DataFrame, *, protocol: str | None = None, metric: str
                                 found=", ".join(map(str, frame.columns)))
         values = list(wanted) if isinstance(wanted, (list, tuple, set)) else [wanted]
         rows = rows[rows[column].isin(values)]
-    if defaults and "k" not in select and "k" in rows.columns:
-        knn = rows["protocol"] == "knn"
-        if knn.any() and not (rows.loc[knn, "k"] == DEFAULT_K).any():
-            found = sorted(rows.loc[knn, "k"].dropna().unique())
-            raise JepaEvalError(f"the k-NN results have no k={DEFAULT_K}", expected=f"k={DEFAULT_K}",
-                                found=f"k in {found}", hint="pass select={'k': K} to pick another")
-        rows = rows[~knn | (rows["k"] == DEFAULT_K)]
-    if defaults and protocol == "monitor" and "epoch" not in select and "epoch" in rows.columns:
-        rows = rows[rows["epoch"] == rows.groupby("run_id")["epoch"].transform("max")]
+    if defaults:
+        for proto in list_protocols():
+            rows = table_defaults(rows, proto, select)
     if rows.empty:
         shown = sorted(frame[["protocol", "metric"]].drop_duplicates().itertuples(index=False))
         raise JepaEvalError(f"no results for metric '{metric}'"
@@ -193,6 +183,24 @@ def select_rows(frame: pd.DataFrame, *, protocol: str | None = None, metric: str
                             expected="results matching the protocol, metric and selection",
                             found="protocol/metric pairs " + ", ".join(f"{p}/{m}" for p, m in shown[:20]))
     return rows.assign(setting=[_setting(r) for _, r in rows.iterrows()])
+
+
+def table_defaults(rows: pd.DataFrame, protocol: Protocol, select: Mapping[str, Any]) -> pd.DataFrame:
+    """``rows`` with ``protocol``'s rows cut to its table coordinates and latest values."""
+    for column, value in protocol.table_coords.items():
+        mine = rows["protocol"] == protocol.name
+        if column in select or column not in rows.columns or not mine.any():
+            continue
+        if not (rows.loc[mine, column] == value).any():
+            found = sorted(rows.loc[mine, column].dropna().unique())
+            raise JepaEvalError(f"the {protocol.label} results have no {column}={value}", expected=f"{column}={value}",
+                                found=f"{column} in {found}", hint=f"pass select={{'{column}': ...}} to pick another")
+        rows = rows[~mine | (rows[column] == value)]
+    latest = protocol.table_latest
+    if latest is not None and latest not in select and latest in rows.columns:
+        mine = rows["protocol"] == protocol.name
+        rows = rows[~mine | (rows[latest] == rows.groupby("run_id")[latest].transform("max"))]
+    return rows
 
 
 def _differing_fields(group: pd.DataFrame) -> list[str]:
@@ -266,9 +274,10 @@ class Table:
 
 
 def _natural_key(field_name: str, value: str) -> tuple[int, float, str]:
-    """Protocols in PROTOCOL_ORDER; other values by kind (fractions, shots, text) then number."""
-    if field_name == "protocol" and value in PROTOCOL_ORDER:
-        return (PROTOCOL_ORDER.index(value), 0.0, value)
+    """Protocols in registry order; other values by kind (fractions, shots, text) then number."""
+    order = list(registered())
+    if field_name == "protocol" and value in order:
+        return (order.index(value), 0.0, value)
     number = re.match(r"[-+]?\d*\.?\d+", value)
     kind = 0 if value.endswith("%") else 1 if value.endswith("-shot") else 2  # fractions, then shots
     return (kind, float(number.group()) if number else float("inf"), value)
@@ -282,26 +291,18 @@ def _join(values: Iterable[Any]) -> str:
     return "/".join(str(v) for v in sorted(set(values), key=str))
 
 
+def _shown(rows: pd.DataFrame) -> Shown:
+    """What a caption may say of ``rows``: their records' hyper-parameters and every column's values."""
+    return Shown(params=[json.loads(p) for p in rows["params"].unique()],
+                 values={str(c): rows[c].dropna().unique().tolist() for c in rows.columns})
+
+
 def _settings_caption(rows: pd.DataFrame) -> str:
     parts = []
-    for protocol in sorted(rows["protocol"].unique(), key=lambda p: _natural_key("protocol", p)):
-        sub = rows[rows["protocol"] == protocol]
-        params = [json.loads(p) for p in sub["params"].unique()]
-        if protocol == "knn":
-            temps = [p["temperature"] for p in params if "temperature" in p]
-            parts.append(f"k-NN: k={_join(int(k) for k in sub['k'].dropna())}"
-                         + (f", T={_join(temps)}" if temps else ""))
-        elif protocol == "linear":
-            on = {p.get("selected_on", p.get("select_on", "val")) for p in params}
-            parts.append("linear: best head on " + ("held-out val" if on == {"val"} else
-                                                    "the evaluation split" if on == {"eval"} else
-                                                    "held-out val or the evaluation split"))
-        elif protocol == "lowshot":
-            parts.append(f"low-shot: logistic regression, {sub['seed'].nunique()} seed(s)")
-        elif protocol == "monitor":
-            parts.append("monitor: last checkpoint")
-        else:
-            parts.append(f"{PROTOCOL_LABELS.get(protocol, protocol)}: on the {_join(sub['split'].dropna())} split")
+    for name in sorted(rows["protocol"].unique(), key=lambda p: _natural_key("protocol", p)):
+        protocol = registered().get(name)
+        sub = rows[rows["protocol"] == name]
+        parts.append(protocol.caption(_shown(sub)) if protocol else f"{name}: on the {_join(sub['split'].dropna())} split")
     parts.append(f"features {_join(rows['mode'].dropna())}")
     if rows["image_size"].notna().any():
         parts.append(f"{_join(int(s) for s in rows['image_size'].dropna())} px")
@@ -390,9 +391,15 @@ def table_to_frame(table: Table) -> pd.DataFrame:
     return pd.DataFrame(records, columns=["row", "column", "mean", "std", "n", "best", "published"])
 
 
+def protocol_label(name: str) -> str:
+    """How tables and plots name a protocol ('k-NN', 'low-shot'); its name when unregistered."""
+    protocol = registered().get(name)
+    return protocol.label if protocol else name
+
+
 def column_label(column: tuple[str, ...], fields: Sequence[str]) -> str:
     """'k-NN cifar10', 'low-shot imagenet 1%': the non-empty parts, protocols spelled out."""
-    parts = [PROTOCOL_LABELS.get(v, v) if f == "protocol" else v
+    parts = [protocol_label(v) if f == "protocol" else v
              for f, v in zip([*fields, "setting"], column)]
     return " ".join(p for p in parts if p and p != "nan")
 
@@ -497,13 +504,15 @@ def to_latex(table: Table, caption: str | None = None) -> str:
 # ---------------------------------------------------------------------------- report folder
 
 def _report_tables(frame: pd.DataFrame) -> list[tuple[str, str | None, str]]:
-    """(file stem, protocol, metric) of the tables a report holds, given what was run."""
-    tables = []
-    if frame["protocol"].isin(["knn", "linear", "lowshot"]).any() and (frame["metric"] == "top1").any():
-        tables.append(("top1", None, "top1"))
-    if ((frame["protocol"] == "rank") & (frame["metric"] == "rankme")).any():
-        tables.append(("rank_rankme", "rank", "rankme"))
-    return tables
+    """(file stem, protocol or None for a shared table, metric) of the tables a report holds:
+    those the protocols in ``frame`` declare and have the metric for."""
+    has = set(zip(frame["protocol"], frame["metric"]))
+    tables: dict[str, tuple[str, str | None, str]] = {}
+    for protocol in list_protocols():
+        for spec in protocol.tables:
+            if (protocol.name, spec.metric) in has:
+                tables.setdefault(spec.stem, (spec.stem, None if spec.shared else protocol.name, spec.metric))
+    return list(tables.values())
 
 
 def write_report(results_dir: str | Path, out_dir: str | Path, *, suite: str | None = None,

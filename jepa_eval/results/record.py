@@ -35,7 +35,65 @@ class Metric:
     coords: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "value": float(self.value), **self.coords}
+        return {"name": self.name, "value": None if self.value is None else float(self.value), **self.coords}
+
+    @classmethod
+    def from_dict(cls, row: dict[str, Any]) -> Metric:
+        """A metric row of a result file: ``{"name", "value", **coords}``."""
+        coords = {k: v for k, v in row.items() if k not in ("name", "value")}
+        return cls(str(row["name"]), row["value"], coords)
+
+
+@dataclass
+class ModelInfo:
+    """Which backbone produced the numbers: display ``name``, ``path`` (or spec) it was loaded
+    from, the file's ``sha256`` (None for a training run's folder), checkpoint ``family``, the
+    state dict used (``ckpt_key``) and the architecture (``build_vit`` arguments)."""
+
+    name: str
+    path: str
+    sha256: str | None
+    family: str
+    ckpt_key: str | None
+    arch: dict[str, Any]
+
+
+@dataclass
+class DatasetInfo:
+    """The data a protocol saw. Protocols that fit and score: ``train_split`` (``n_train`` rows,
+    ``num_classes``) and ``eval_split`` (``n_eval`` rows). One-split protocols: ``split`` with
+    ``n_split`` rows, of which ``n_used`` were measured. Fields a protocol has no use for are None
+    and left out of the file."""
+
+    name: str
+    root: str | None = None
+    train_split: str | None = None
+    n_train: int | None = None
+    num_classes: int | None = None
+    eval_split: str | None = None
+    n_eval: int | None = None
+    split: str | None = None
+    n_split: int | None = None
+    n_used: int | None = None
+
+    @property
+    def scored_split(self) -> str | None:
+        """The split the reported numbers are on: the evaluation split, else the measured one."""
+        return self.eval_split or self.split
+
+
+@dataclass
+class FeatureInfo:
+    """How images became features: the feature ``mode``, the input ``image_size`` in pixels and,
+    for transfer, the ``candidates`` modes the winner was picked from."""
+
+    mode: str
+    image_size: int | None = None
+    candidates: list[str] | None = None
+
+
+def _without_none(block: Any) -> dict[str, Any]:
+    return {k: v for k, v in asdict(block).items() if v is not None}
 
 
 @dataclass
@@ -44,11 +102,11 @@ class ResultRecord:
 
     protocol: str
     protocol_version: str
-    model: dict[str, Any]
-    dataset: dict[str, Any]
-    features: dict[str, Any]
+    model: ModelInfo
+    dataset: DatasetInfo
+    features: FeatureInfo
     params: dict[str, Any]
-    metrics: list[dict[str, Any]]
+    metrics: list[Metric]
     summary: dict[str, Any] = field(default_factory=dict)
     run_id: str = ""
     created: str = ""
@@ -68,7 +126,20 @@ class ResultRecord:
             self.environment = environment_info()
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record as the JSON object of its result file."""
+        return {"protocol": self.protocol, "protocol_version": self.protocol_version,
+                "model": asdict(self.model), "dataset": _without_none(self.dataset),
+                "features": _without_none(self.features), "params": self.params,
+                "metrics": [m.as_dict() for m in self.metrics], "summary": self.summary,
+                "run_id": self.run_id, "created": self.created, "command": self.command,
+                "environment": self.environment, "wall_time_s": self.wall_time_s, "schema": self.schema}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> ResultRecord:
+        """A record from the JSON object of a result file (raises KeyError/TypeError if malformed)."""
+        return cls(**{**data, "model": ModelInfo(**data["model"]), "dataset": DatasetInfo(**data["dataset"]),
+                      "features": FeatureInfo(**data["features"]),
+                      "metrics": [Metric.from_dict(row) for row in data["metrics"]]})
 
 
 def new_run_id(protocol: str) -> str:
@@ -128,9 +199,8 @@ def read_record(path: str | os.PathLike[str]) -> ResultRecord:
     """Read one result file; raise :class:`JepaEvalError` if it is not a valid record."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text())
-        return ResultRecord(**data)
-    except (OSError, ValueError, TypeError) as exc:
+        return ResultRecord.from_json(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError, KeyError) as exc:
         raise JepaEvalError(f"{path} is not a jepa-eval result file",
                             expected="a JSON record written by jepa-eval", found=str(exc)) from exc
 
@@ -152,5 +222,5 @@ def load_records(results_dir: str | os.PathLike[str]) -> list[ResultRecord]:
         except ValueError:
             continue
         if isinstance(data, dict) and data.get("schema") == RECORD_SCHEMA and "protocol" in data:
-            records.append(ResultRecord(**data))
+            records.append(ResultRecord.from_json(data))
     return sorted(records, key=lambda r: r.created)
