@@ -17,6 +17,7 @@ from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.report.tables import collapse_epochs, tidy_frame
 from jepa_eval.results.record import Metric, ResultRecord, load_records
 
+RANKME_VS_LINEAR = {"rank_protocol": "rank", "rank_metric": "rankme", "protocol": "linear"}
 STEMS = ("bars_knn", "bars_linear", "bars_lowshot", "lowshot_curves", "knn_vs_k", "monitor",
          "rankme_vs_linear", "lidar_vs_linear")
 
@@ -95,7 +96,7 @@ def test_scatter_needs_three_checkpoints(tmp_path):
     records = [rank_record(n) for n in ("mae-b16", "dino-b16")] + [linear_record(n, 0) for n in ("mae-b16", "dino-b16")]
     frame = tidy_frame(records)
     with pytest.raises(JepaEvalError, match="at least 3"):
-        plots.plot_rank_vs_accuracy(frame, tmp_path / "scatter")
+        plots.plot_rank_vs_accuracy(frame, tmp_path / "scatter", **RANKME_VS_LINEAR)
     assert not list(tmp_path.iterdir())
 
 
@@ -114,7 +115,7 @@ def test_scatter_ranks_only_features_of_one_size(tmp_path):
                                                      {"name": "rankme_norm", "value": 2000.0 / 3072}])
     pixel_linear = _raw_pixels(linear_record(names[0], 0), [{"name": "top1", "value": 10.0}])
     data = pd.read_csv(plots.plot_rank_vs_accuracy(tidy_frame(records + [pixel_rank, pixel_linear]),
-                                                   tmp_path / "scatter")[-1])
+                                                   tmp_path / "scatter", **RANKME_VS_LINEAR)[-1])
     encoders = data[data["model"] != "pixels"]
     assert set(encoders["rank_bound"]) == {768} and data.loc[data["model"] == "pixels", "rank_bound"].item() == 3072
     expected = spearmanr([RANKME[n] for n in names], [LINEAR_TOP1[n][0] for n in names]).statistic
@@ -129,10 +130,10 @@ def test_scatter_of_mixed_sizes_with_no_group_of_three_is_an_error(tmp_path):
                                                     {"name": "rankme_norm", "value": 2000.0 / 3072}]),
                 _raw_pixels(linear_record(names[0], 0), [{"name": "top1", "value": 10.0}])]
     with pytest.raises(JepaEvalError, match="2 with min\\(N, D\\) = 768, 1 with min\\(N, D\\) = 3072"):
-        plots.plot_rank_vs_accuracy(tidy_frame(records), tmp_path / "scatter")
+        plots.plot_rank_vs_accuracy(tidy_frame(records), tmp_path / "scatter", **RANKME_VS_LINEAR)
 
 
 def test_monitor_plot_without_monitor_results_is_an_error(tmp_path):
     frame = tidy_frame([r for r in all_records() if r.protocol != "monitor"])
     with pytest.raises(JepaEvalError, match="no monitor results"):
-        plots.plot_monitor(frame, tmp_path / "monitor")
+        plots.plot_monitor(frame, tmp_path / "monitor", protocol="monitor")

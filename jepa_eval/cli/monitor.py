@@ -31,7 +31,8 @@ def monitor_command() -> Callable[..., None]:
         path = c.finish(record, shared.results_dir, shared.json_out, f"monitor of {run_dir} on {data}")
         collapse = record.summary["collapse_epoch"]
         c.console.print("no collapse flagged" if collapse is None else f"[bold red]collapse flagged from epoch {collapse}[/]")
-        for plot in plot_monitor(tidy_frame([record]), path.with_suffix(""), collapse=collapse_epochs([record])):
+        for plot in plot_monitor(tidy_frame([record]), path.with_suffix(""), protocol=protocol.name,
+                                 collapse=collapse_epochs([record])):
             c.console.print(f"plot: {plot}")
 
     monitor.__doc__ = "Rank metrics (and k-NN) of every checkpoint of a training run, with the epoch where collapse began."

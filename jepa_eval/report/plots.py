@@ -170,7 +170,7 @@ def plot_curve(frame: pd.DataFrame, stem: str | Path, *, protocol: str, x: str, 
     return save_figure(fig, data, stem)
 
 
-def plot_monitor(frame: pd.DataFrame, stem: str | Path, *, protocol: str = "monitor",
+def plot_monitor(frame: pd.DataFrame, stem: str | Path, *, protocol: str,
                  collapse: Mapping[str, int | None] | None = None,
                  metrics: Sequence[str] | None = None) -> list[Path]:
     """Collapse monitoring: each metric against epoch (one panel each, one line per run); the
@@ -209,8 +209,8 @@ def plot_monitor(frame: pd.DataFrame, stem: str | Path, *, protocol: str = "moni
     return save_figure(fig, data, stem)
 
 
-def rank_accuracy_pairs(frame: pd.DataFrame, *, rank_protocol: str = "rank", rank_metric: str = "rankme",
-                        protocol: str = "linear", metric: str = "top1") -> pd.DataFrame:
+def rank_accuracy_pairs(frame: pd.DataFrame, *, rank_protocol: str, rank_metric: str, protocol: str,
+                        metric: str = "top1") -> pd.DataFrame:
     """One row per checkpoint and dataset that has both a ``rank_protocol`` record and a
     ``protocol`` record with the same feature mode: model, sha256, dataset, mode, ``rank_metric``,
     accuracy (``{protocol}_{metric}``, mean over seeds, at the protocol's table coordinates such as
@@ -255,8 +255,8 @@ def _bound_label(bound: float) -> str:
     return "min(N, D) unknown" if pd.isna(bound) else f"min(N, D) = {bound:.0f}"
 
 
-def plot_rank_vs_accuracy(frame: pd.DataFrame, stem: str | Path, *, rank_protocol: str = "rank",
-                          rank_metric: str = "rankme", protocol: str = "linear", metric: str = "top1") -> list[Path]:
+def plot_rank_vs_accuracy(frame: pd.DataFrame, stem: str | Path, *, rank_protocol: str, rank_metric: str,
+                          protocol: str, metric: str = "top1") -> list[Path]:
     """Scatter of a rank metric against accuracy across checkpoints, Spearman ρ in the title.
 
     ρ is computed among features of one size (one ``rank_bound``, at least :data:`MIN_RANKED`
