@@ -22,18 +22,13 @@ from typing import Any, Literal
 import yaml
 
 from ijepa.masks import context_floor
+from jepa_eval.backbones.vit import VIT_SIZES
 from jepa_eval.core.atomic import atomic_write_text
+from jepa_eval.protocols.knn import REFERENCE_K
 from jepa_eval.core.errors import JepaEvalError
 
-MODEL_SIZES: dict[str, tuple[int, int, int, float]] = {
-    "vit_tiny": (192, 12, 3, 4.0),
-    "vit_small": (384, 12, 6, 4.0),
-    "vit_base": (768, 12, 12, 4.0),
-    "vit_large": (1024, 24, 16, 4.0),
-    "vit_huge": (1280, 32, 16, 4.0),
-    "vit_giant": (1408, 40, 16, 48 / 11),
-}
-"""Official encoder sizes: name -> (embed_dim, depth, num_heads, mlp_ratio)."""
+MODEL_SIZES = VIT_SIZES
+"""Official encoder sizes: name -> (width, depth, heads, MLP ratio), the evaluator's table."""
 
 
 class ConfigError(JepaEvalError):
@@ -237,7 +232,7 @@ class RunConfig:
     monitor_every: int = _num(0, lo=0)
     monitor_samples: int = _num(512, lo=1)
     monitor_knn: int = _num(0, lo=0)
-    monitor_knn_k: int = _num(20, lo=1)
+    monitor_knn_k: int = _num(REFERENCE_K, lo=1)
     loss: Literal["smooth_l1", "l2"] = "smooth_l1"
     target: Literal["latent", "pixels"] = "latent"
     compile: bool = False

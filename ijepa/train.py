@@ -21,7 +21,6 @@ import csv
 import itertools
 import logging
 import math
-import os
 import random
 import time
 import warnings
@@ -35,7 +34,6 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
-from tqdm import tqdm
 
 from ijepa.checkpoint import (add_prefix, epoch_path, latest_path, load_checkpoint, rng_state,
                               save_checkpoint, set_rng_state, strip_prefix)
@@ -43,13 +41,14 @@ from ijepa.config import TrainConfig, encoder_dims, predictor_dims, save_config
 from ijepa.masks import MultiBlockMasker
 from ijepa.model import IJEPA, MaskedEncoder, Predictor
 from ijepa.schedules import Schedules
-from jepa_eval.core.devices import init_distributed
+from jepa_eval.core.devices import init_distributed, resolve_device
+from jepa_eval.data.transforms import normalize
+from jepa_eval.protocols.monitor import CollapseRule
 from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.core.progress import progress as progress_bar
 
 logger = logging.getLogger(__name__)
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 LOG_COLUMNS = ("epoch", "itr", "loss", "context_patches", "target_patches", "lr", "wd", "momentum", "time_ms")
 MONITOR_COLUMNS = ("step", "epoch", "rankme", "feature_std")
 
@@ -83,7 +82,7 @@ def train_transform(cfg: TrainConfig) -> Callable:
                   T.RandomGrayscale(p=0.2)]
     if d.use_gaussian_blur:
         steps.append(T.RandomApply([T.GaussianBlur(kernel_size=2 * (d.crop_size // 20) + 1, sigma=(0.1, 2.0))], p=0.5))
-    steps += [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    steps += [T.ToTensor(), normalize()]
     return T.Compose(steps)
 
 
@@ -172,17 +171,6 @@ def set_lr_wd(optimizer: torch.optim.Optimizer, lr: float, wd: float) -> None:
 # ---------------------------------------------------------------------------- processes
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> this rank's GPU if there is one, else CPU; 'cuda' without a GPU is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise JepaEvalError("device 'cuda' was requested but no GPU is visible",
-                            expected="a CUDA GPU", found="torch.cuda.is_available() is False",
-                            hint="use --device cpu")
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-
-
 def mean_over_ranks(value: torch.Tensor, world: int) -> float:
     if world > 1:
         value = value.clone()
@@ -233,8 +221,9 @@ class CollapseMonitor:
     """RankMe and feature std of the target encoder's average-pooled features on a fixed batch
     of held-out images (eval transform), and with ``run.monitor_knn`` > 0 their k-NN top-1
     accuracy (DINO's weighted vote, k = ``run.monitor_knn_k``) against a fixed memory bank of
-    that many training images; logged to ``{tag}_monitor.csv``. Warns on collapse: RankMe below
-    20% of its peak so far, or below 1% of min(N, D).
+    that many training images; logged to ``{tag}_monitor.csv``. Warns on collapse by the one
+    collapse rule (:class:`jepa_eval.protocols.monitor.CollapseRule`: RankMe below 20% of its
+    peak so far or below 1% of min(N, D), feature std near zero, or a non-finite value).
 
     Both image sets are picked evenly spaced over their split (so every class of a
     class-sorted folder is represented) and held in memory as float32 [N, 3, S, S]. Where the
@@ -263,6 +252,7 @@ class CollapseMonitor:
             self.bank = _stack(train_images, _spaced(pool, cfg.run.monitor_knn))
         columns = MONITOR_COLUMNS + (("knn_top1",) if self.bank is not None else ())
         self.log = CsvLog(path, columns)
+        self.rule = CollapseRule()
         self.peak = 0.0
 
     @torch.no_grad()
@@ -282,10 +272,9 @@ class CollapseMonitor:
         logger.info("monitor at step %d: %s", step,
                     ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key not in ("step", "epoch")))
         self.peak = max(self.peak, row["rankme"])
-        floor = 0.01 * min(z.shape)
-        if row["rankme"] < 0.2 * self.peak or row["rankme"] < floor:
-            warnings.warn(f"representation collapse at step {step}: RankMe {row['rankme']:.2f} "
-                          f"(peak {self.peak:.2f}, floor {floor:.2f})", RuntimeWarning, stacklevel=2)
+        reason = self.rule.reason(row["rankme"], row["rankme"] / min(z.shape), row["feature_std"], self.peak)
+        if reason is not None:
+            warnings.warn(f"representation collapse at step {step}: {reason}", RuntimeWarning, stacklevel=2)
         return row
 
 
@@ -377,8 +366,8 @@ def _run(cfg: TrainConfig, device: torch.device, rank: int, world: int, progress
             sampler.set_epoch(epoch)
             model.train()
             losses: list[float] = []
-            bar = tqdm(total=ipe, desc=f"epoch {epoch + 1}/{cfg.optimization.epochs}",
-                       disable=not progress or rank != 0, leave=False)
+            bar = progress_bar(total=ipe, desc=f"epoch {epoch + 1}/{cfg.optimization.epochs}", unit="step",
+                               enabled=progress and rank == 0, leave=False)
             for images, _ in itertools.islice(loader, ipe):
                 start = time.perf_counter()
                 lr, wd, momentum = schedules.at(itr)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import tarfile
@@ -11,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 from jepa_eval.core.atomic import TMP_MARKER
 from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.core.hashing import file_sha256
 
 SHARED_ENV = "JEPA_EVAL_SHARED"
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -20,14 +20,6 @@ def shared_data_dir() -> Path:
     """``$JEPA_EVAL_SHARED`` when set, else ``../shared/data`` beside the repository root."""
     env = os.environ.get(SHARED_ENV)
     return Path(env).expanduser() if env else REPO_ROOT.parent / "shared" / "data"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _check_members(archive: Path, members: list[tarfile.TarInfo]) -> None:
@@ -51,7 +43,7 @@ def extract_shared_archive(name: str, cache_dir: Path) -> Path | None:
     archive = shared_data_dir() / f"{name}.tar.gz"
     if not archive.is_file():
         return None
-    target = Path(cache_dir) / f"{name}-{_sha256(archive)[:12]}"
+    target = Path(cache_dir) / f"{name}-{file_sha256(archive)[:12]}"
     if not target.is_dir():
         target.parent.mkdir(parents=True, exist_ok=True)
         staging = target.with_name(f".{target.name}{TMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}")

@@ -10,7 +10,8 @@ import torch.distributed as dist
 from timm.models.vision_transformer import VisionTransformer
 from torch.utils.data import Dataset
 
-from jepa_eval.features.extract import FeatureSet, extract_features
+from jepa_eval.features.extract import extract_features
+from jepa_eval.features.featureset import FeatureSet
 
 IMAGE_SIZE = 32
 
@@ -80,7 +81,7 @@ def load_rank(out_dir: Path, rank: int) -> FeatureSet:
 
 def reference_rows(model: VisionTransformer, dataset: Dataset, mode: str) -> np.ndarray:
     """Features computed one image at a time through :func:`jepa_eval.features.extract.embed`."""
-    from jepa_eval.features.extract import embed
+    from jepa_eval.features.modes import embed
 
     with torch.no_grad():
         return np.stack([embed(model, dataset[i][0][None], mode)[0].numpy() for i in range(len(dataset))])

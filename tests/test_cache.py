@@ -14,7 +14,8 @@ from jepa_eval.core.atomic import TMP_MARKER
 from jepa_eval.features.cache import (REQUIRED_PARTS, FeatureCache, cache_key, cache_parts, cached_extract,
                              default_cache_root)
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.features.extract import FEATURE_CODE_VERSION, FeatureSet
+from jepa_eval.features.extract import FEATURE_CODE_VERSION
+from jepa_eval.features.featureset import FeatureSet
 
 
 def _parts(tmp_path: Path, **changes) -> dict:

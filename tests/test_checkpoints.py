@@ -16,7 +16,9 @@ from helpers_ckpt import make_checkpoint
 from reference_vits import (dino_vit, dinov2_vit, ijepa_encoder, mae_encoder, mae_finetuned_pooled,
                             official_sincos_pos_embed)
 
-from jepa_eval.backbones.load import Backbone, list_families, load_backbone
+from jepa_eval.backbones.backbone import Backbone
+from jepa_eval.backbones.files import list_families
+from jepa_eval.backbones.load import load_backbone
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.backbones.vit import VIT_SIZES, build_vit, sincos_pos_embed_2d
 
@@ -83,8 +85,8 @@ def test_build_vit_refuses_heads_that_do_not_divide_the_width() -> None:
 
 
 def test_vit_sizes_are_the_official_width_depth_heads() -> None:
-    assert VIT_SIZES["vit_huge"] == (1280, 32, 16) and VIT_SIZES["vit_giant"] == (1408, 40, 16)
-    assert all(width % heads == 0 for width, _, heads in VIT_SIZES.values())
+    assert VIT_SIZES["vit_huge"] == (1280, 32, 16, 4.0) and VIT_SIZES["vit_giant"] == (1408, 40, 16, 48 / 11)
+    assert all(size.width % size.heads == 0 for size in VIT_SIZES.values())
 
 
 # --- detection -----------------------------------------------------------------------------

@@ -112,7 +112,7 @@ def test_raw_pixels_baseline_is_a_model_like_any_other(workspace, tmp_path):
 
 
 def test_random_like_reinitialises_weights_but_keeps_the_architecture(workspace):
-    from jepa_eval.features.splits import ModelSpec
+    from jepa_eval.backbones.spec import ModelSpec
 
     trained = ModelSpec(ckpt=str(workspace["ckpt"])).load()
     fresh = ModelSpec(ckpt=f"random:{workspace['ckpt']}").load()

@@ -39,7 +39,8 @@ from ijepa.train import train
 from jepa_eval.core.atomic import atomic_path
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.results.record import load_records
-from jepa_eval.features.splits import ExtractOptions, ModelSpec
+from jepa_eval.backbones.spec import ModelSpec
+from jepa_eval.features.splits import ExtractOptions
 from jepa_eval.pipeline.suite import load_suite, run_suite
 
 ITERS_PER_EPOCH, EPOCHS = 4, 3

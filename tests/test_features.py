@@ -10,8 +10,11 @@ import torch.multiprocessing as mp
 from helpers_features import (IMAGE_SIZE, NumberedImages, PhotoFolder, distributed_worker, load_rank,
                               reference_rows, tiny_vit)
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.features.extract import (FEATURE_MODES, FeatureSet, RawPixels, compute_dtype, embed, export_paths,
-                                extract_features, feature_dim)
+from jepa_eval.backbones.baselines import RawPixels
+from jepa_eval.core.devices import compute_dtype
+from jepa_eval.features.extract import extract_features
+from jepa_eval.features.featureset import FeatureSet, export_paths
+from jepa_eval.features.modes import FEATURE_MODES, embed, feature_dim
 
 WIDTH = 32
 

@@ -80,7 +80,8 @@ def test_a_new_protocol_is_a_command_with_its_config_options(centroid: Protocol,
 
 
 def test_a_new_protocol_runs_in_suites_and_transfer_and_is_reported(centroid: Protocol, tmp_path: Path) -> None:
-    from jepa_eval.features.splits import ExtractOptions, ModelSpec
+    from jepa_eval.backbones.spec import ModelSpec
+    from jepa_eval.features.splits import ExtractOptions
     from jepa_eval.pipeline.suite import load_suite, run_suite
     from jepa_eval.report.tables import write_report
 

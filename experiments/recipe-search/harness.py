@@ -18,6 +18,7 @@ torch.set_num_threads(1)
 sys.path.insert(0, str(__import__('pathlib').Path(__file__).resolve().parents[2]))
 from ijepa.config import load_config, config_from_dict
 import ijepa.train as T
+from jepa_eval.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from jepa_eval.protocols.knn import knn_evaluate, KNNConfig
 
 recipe = load_config('configs/cifar10_tiny.yaml')  # what every variant overrides
@@ -27,7 +28,7 @@ def subset(x, y, per):
     return x[idx], y[idx]
 xtr, ytr = subset(data['x_train'], data['y_train'], 1000)
 xte, yte = subset(data['x_test'], data['y_test'], 500)
-mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1); std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1); std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 def tens(x): return (torch.from_numpy(x).permute(0, 3, 1, 2).float() / 255 - mean) / std
 @torch.no_grad()
 def feats(enc, x):

@@ -9,7 +9,7 @@ official I-JEPA encoder's names.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -18,16 +18,27 @@ from torch import nn
 
 from jepa_eval.core.errors import JepaEvalError
 
-# name -> (width, depth, heads); the giant model has MLP ratio 48/11.
-VIT_SIZES: dict[str, tuple[int, int, int]] = {
-    "vit_tiny": (192, 12, 3),
-    "vit_small": (384, 12, 6),
-    "vit_base": (768, 12, 12),
-    "vit_large": (1024, 24, 16),
-    "vit_huge": (1280, 32, 16),
-    "vit_giant": (1408, 40, 16),
+class VitSize(NamedTuple):
+    """An official ViT size: width D, depth, attention heads and MLP ratio."""
+
+    width: int
+    depth: int
+    heads: int
+    mlp_ratio: float = 4.0
+
+
+VIT_SIZES: dict[str, VitSize] = {
+    "vit_tiny": VitSize(192, 12, 3),
+    "vit_small": VitSize(384, 12, 6),
+    "vit_base": VitSize(768, 12, 12),
+    "vit_large": VitSize(1024, 24, 16),
+    "vit_huge": VitSize(1280, 32, 16),
+    "vit_giant": VitSize(1408, 40, 16, 48 / 11),
 }
-VIT_MLP_RATIOS: dict[str, float] = {"vit_giant": 48 / 11}
+"""The official sizes (I-JEPA, MAE, DINO, DINOv2 and timm use the same ones)."""
+
+STANDARD_HEADS: dict[int, int] = {size.width: size.heads for size in VIT_SIZES.values()}
+"""Heads of each official width: what a checkpoint's width implies when nothing else says it."""
 
 
 def _sincos_1d(embed_dim: int, positions: np.ndarray) -> np.ndarray:

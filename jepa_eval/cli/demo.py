@@ -24,7 +24,8 @@ import yaml
 
 from jepa_eval.cli import options as c
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.features.splits import ExtractOptions, ModelSpec
+from jepa_eval.backbones.spec import ModelSpec
+from jepa_eval.features.splits import ExtractOptions
 from jepa_eval.pipeline.monitor import monitor_run
 from jepa_eval.protocols.monitor import MonitorConfig
 from jepa_eval.pipeline.suite import load_suite, resolve_suite, run_suite

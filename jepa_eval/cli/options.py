@@ -16,7 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from jepa_eval.results.record import DEFAULT_RESULTS_DIR, ResultRecord, write_record
-from jepa_eval.features.splits import ExtractOptions, ModelSpec
+from jepa_eval.backbones.spec import ModelSpec
+from jepa_eval.data.registry import dataset_prefixes, list_datasets
+from jepa_eval.features.modes import FEATURE_MODES
+from jepa_eval.features.splits import ExtractOptions
 
 console = Console(stderr=True)
 stdout = Console()
@@ -29,10 +32,10 @@ WeightsOpt = Annotated[str | None, typer.Option("--weights", help="State dict fo
 ImageSizeOpt = Annotated[int | None, typer.Option("--image-size", help="Input size in pixels (default: the checkpoint's).")]
 TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitrary pickled objects in the checkpoint (runs code from the file!).")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random init, splits and sampling.")]
-DataOpt = Annotated[str, typer.Option("--data", help="Dataset name: cifar10, cifar100, imagenet, inat2018, inat2021, places365, places205, digits, imagefolder:PATH.")]
+DataOpt = Annotated[str, typer.Option("--data", help="Dataset name: " + ", ".join(list_datasets() + dataset_prefixes()) + ".")]
 DataRootOpt = Annotated[str | None, typer.Option("--data-root", help="Dataset root (default: $JEPA_EVAL_DATA/<standard folder>).")]
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Download the dataset when torchvision can (CIFAR).")]
-ModeOpt = Annotated[str | None, typer.Option("--mode", help="Features: avgpool, avgpool4, cls, cls4, cls+avgpool (default: I-JEPA avgpool, others cls).")]
+ModeOpt = Annotated[str | None, typer.Option("--mode", help="Features: " + ", ".join(m for m in FEATURE_MODES if m != "pixels") + " (default: the checkpoint family's, e.g. I-JEPA avgpool, DINO cls).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Data-loader worker processes.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
@@ -41,17 +44,6 @@ CacheDirOpt = Annotated[str | None, typer.Option("--cache-dir", help="Feature ca
 ResultsOpt = Annotated[Path, typer.Option("--results-dir", help="Where the result JSON file is written.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result record as JSON on stdout instead of a table.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
-
-
-def parse_models(entries: list[str], ckpt_key: str | None, trust: bool, seed: int) -> list[ModelSpec]:
-    """``NAME=PATH`` (or just PATH) values of ``--ckpt``."""
-    specs = []
-    for entry in entries:
-        name, sep, path = entry.partition("=")
-        if not sep or any(ch in name for ch in ":/\\"):
-            name, path = None, entry
-        specs.append(ModelSpec(ckpt=path, name=name, ckpt_key=ckpt_key, trust_checkpoint=trust, seed=seed))
-    return specs
 
 
 class Stopwatch:
@@ -97,7 +89,6 @@ def finish(record: ResultRecord, results_dir: Path, as_json: bool, title: str) -
             stdout.print(f"{key}: {_format(value)}")
         stdout.print(f"result file: {path}")
     return path
-
 
 
 # Option groups shared by commands: (parameter name, annotated type, default).

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from jepa_eval.backbones.spec import parse_model_specs
 from jepa_eval.cli import options as c
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.results.record import DEFAULT_RESULTS_DIR
@@ -36,7 +37,7 @@ def suite(suite_file: Annotated[str | None, typer.Argument(help="Suite file, or 
                             found=f"suite {suite_file!r}, {len(ckpt or [])} --ckpt",
                             hint="jepa-eval suite --list shows the shipped suites")
     loaded = load_suite(resolve_suite(suite_file))
-    models = c.parse_models(ckpt, ckpt_key, trust_checkpoint, shared.seed)
+    models = parse_model_specs(ckpt, ckpt_key, trust_checkpoint, shared.seed)
     results_dir = shared.results_dir
     c.console.print(f"suite {loaded.name}: {len(loaded.entries)} protocols x {len(models)} models -> {results_dir}")
     outcome = run_suite(loaded, models, shared.options, results_dir, force=force, debug=debug, log=c.console.print)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from jepa_eval.backbones.spec import parse_model_specs
 from jepa_eval.cli import options as c
 from jepa_eval.features.splits import resolve_mode
 
@@ -36,7 +37,7 @@ def transfer(ckpt: Annotated[list[str], typer.Option("--ckpt", help="Checkpoint 
         table.add_column(dataset, justify="right")
     records = []
     for entry in ckpt:
-        spec = c.parse_models([entry], ckpt_key, trust_checkpoint, shared.seed)[0]
+        spec = parse_model_specs([entry], ckpt_key, trust_checkpoint, shared.seed)[0]
         spec.num_heads, spec.image_size = num_heads, image_size
         backbone = spec.load()
         c.console.print(f"model: {backbone.describe()}")

@@ -1,20 +1,17 @@
-"""The dataset object every loader returns, image decoding, and the standard evaluation transforms."""
+"""What a reader finds on disk (:class:`Samples`) and the dataset object built from it (:class:`LabeledDataset`), with image decoding."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
-from torchvision import transforms as T
 
 from jepa_eval.core.errors import JepaEvalError
-
-IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
-IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 
 def load_image(path: Path) -> Image.Image:
@@ -33,24 +30,19 @@ def load_image(path: Path) -> Image.Image:
                             found=found, hint="replace or delete the file and rebuild the dataset") from exc
 
 
-def eval_transform(image_size: int, dataset: str) -> Callable[[Image.Image], torch.Tensor]:
-    """The standard evaluation transform of ``dataset`` at ``image_size`` pixels: PIL RGB -> [3, S, S].
+@dataclass
+class Samples:
+    """What a reader found: one entry of ``targets``/``sample_names`` per image.
 
-    Most datasets: Resize the short side to ``int(S * 256 / 224)`` (bicubic), CenterCrop ``S``.
-    Small-image datasets (CIFAR, digits): resize straight to ``S x S`` (bicubic, no crop), as VISSL
-    does for CIFAR. Then ToTensor (0..1) and ImageNet mean/std normalisation.
+    Exactly one of ``paths`` (files decoded on access) and ``images`` (uint8 [N, H, W, 3]) is set.
     """
-    from jepa_eval.data.registry import get_spec
 
-    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
-        raise JepaEvalError("the image size must be a positive number of pixels",
-                            expected="an int such as 224", found=repr(image_size))
-    bicubic = T.InterpolationMode.BICUBIC
-    if get_spec(dataset).straight_resize:
-        geometry: list[Any] = [T.Resize((image_size, image_size), interpolation=bicubic)]
-    else:
-        geometry = [T.Resize(int(image_size * 256 / 224), interpolation=bicubic), T.CenterCrop(image_size)]
-    return T.Compose([*geometry, T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+    classes: list[str]
+    targets: list[int]
+    sample_names: list[str]
+    layout: str
+    paths: list[Path] | None = None
+    images: np.ndarray | None = None
 
 
 class LabeledDataset(torch.utils.data.Dataset):

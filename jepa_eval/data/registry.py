@@ -1,5 +1,9 @@
 """The dataset registry: names, splits, where each dataset lives and how it is read.
 
+Each module of :mod:`jepa_eval.data.formats` registers the datasets of its on-disk layout
+(``register_dataset``), and names that carry a parameter after a colon (``imagefolder:PATH``)
+through ``register_prefix``.
+
 A dataset's root is found from ``data_root`` (the dataset's own folder, or a folder holding it
 under its standard name) or else the ``JEPA_EVAL_DATA`` environment variable (a folder holding
 the standard names, e.g. ``$JEPA_EVAL_DATA/imagenet``; the variable's folder itself is tried
@@ -11,25 +15,20 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 
-from jepa_eval.data.dataset import LabeledDataset, eval_transform
-from jepa_eval.data.folders import describe_folder
-from jepa_eval.data.formats import CIFAR10_FILES, CIFAR100_FILES, CifarFiles, Samples, read_cifar, \
-    read_digits, read_folder_split, read_inat2018, read_inat2021, read_places365
+import torch
+from PIL import Image
+
 from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.data.dataset import LabeledDataset, Samples
+from jepa_eval.data.folders import describe_folder
+from jepa_eval.data.transforms import resize_and_crop
 
 DATA_ENV = "JEPA_EVAL_DATA"
-IMAGEFOLDER_PREFIX = "imagefolder:"
-_ROOT_HELP = "<root> is data_root, or $JEPA_EVAL_DATA/{folder}, or $JEPA_EVAL_DATA itself"
+ROOT_HELP = "<root> is data_root, or $JEPA_EVAL_DATA/{folder}, or $JEPA_EVAL_DATA itself"
 
 Reader = Callable[[Path, str, str], Samples]
-
-
-def _read_folder(root: Path, split: str, layout: str) -> Samples:
-    """An ImageFolder split whose class numbering follows ``root/train``."""
-    return read_folder_split(root, split, train_split="train", layout=layout)
 
 
 @dataclass(frozen=True)
@@ -49,103 +48,56 @@ class DatasetSpec:
     layout: str
     markers: tuple[str, ...] = field(default=(), repr=False)
     straight_resize: bool = False
-    read: Reader = field(default=_read_folder, repr=False, compare=False)
+    read: Reader = field(repr=False, compare=False, kw_only=True)
     download: Callable[[Path], None] | None = field(default=None, repr=False, compare=False)
     embedded_root: Callable[[], Path] | None = field(default=None, repr=False, compare=False)
 
 
-def _download_cifar(files: CifarFiles, root: Path) -> None:
-    """Fetch the CIFAR pickles with torchvision (md5-checked) into ``root/<folder>/``."""
-    from torchvision import datasets
-
-    if (root / files.folder).is_dir():
-        return
-    kind = datasets.CIFAR10 if files is CIFAR10_FILES else datasets.CIFAR100
-    try:
-        kind(str(root), train=True, download=True)
-    except (OSError, RuntimeError) as exc:
-        raise JepaEvalError(f"downloading {files.folder} into {root} failed", expected="internet access",
-                            found=f"{type(exc).__name__}: {exc}",
-                            hint="download it elsewhere and pass its folder as data_root") from exc
+_SPECS: dict[str, DatasetSpec] = {}
+_PREFIXES: dict[str, tuple[Callable[[str], DatasetSpec], str]] = {}
 
 
-def _sklearn_data_root() -> Path:
-    import sklearn.datasets
-
-    return Path(sklearn.datasets.__file__).parent / "data"
-
-
-def _cifar_spec(name: str, files: CifarFiles) -> DatasetSpec:
-    layout = (f"torchvision's release <root>/{files.folder}/{{{', '.join(files.train + files.test)}, "
-              f"{files.meta}}} (python pickles), or an ImageFolder copy <root>/{{train,test}}/<class>/<image>; "
-              + _ROOT_HELP.format(folder=name))
-    return DatasetSpec(name, ("train", "test"), "train", "test", name, layout,
-                       markers=(files.folder, "train", "test"), straight_resize=True,
-                       read=partial(read_cifar, files), download=partial(_download_cifar, files))
+def register_dataset(spec: DatasetSpec) -> DatasetSpec:
+    """Add ``spec`` under its name (its format module does this once, at import)."""
+    if spec.name in _SPECS:
+        raise ValueError(f"dataset {spec.name!r} is registered twice")
+    _SPECS[spec.name] = spec
+    return spec
 
 
-def _folder_spec(name: str, note: str) -> DatasetSpec:
-    layout = (f"an ImageFolder tree <root>/{{train,val}}/<class>/<image> ({note}); "
-              + _ROOT_HELP.format(folder=name))
-    return DatasetSpec(name, ("train", "val"), "train", "val", name, layout, markers=("train", "val"),
-                       read=_read_folder)
-
-
-_SPECS: dict[str, DatasetSpec] = {spec.name: spec for spec in (
-    _cifar_spec("cifar10", CIFAR10_FILES),
-    _cifar_spec("cifar100", CIFAR100_FILES),
-    _folder_spec("imagenet", "val/ sorted into the 1,000 wnid folders, as for torchvision's ImageFolder"),
-    _folder_spec("places205", "as VISSL reads it"),
-    DatasetSpec("inat2018", ("train", "val"), "train", "val", "inat2018",
-                "iNaturalist 2018: images <root>/2018/<supercategory>/<category id>/<image> (torchvision's "
-                "folder name; the official archive's train_val2018/ also works) and the competition "
-                "annotations <root>/train2018.json and <root>/val2018.json, which choose each split; "
-                + _ROOT_HELP.format(folder="inat2018"),
-                markers=("2018", "train_val2018", "train2018.json", "val2018.json"), read=read_inat2018),
-    DatasetSpec("inat2021", ("train", "train_mini", "val"), "train", "val", "inat2021",
-                "torchvision's iNaturalist 2021 layout <root>/{2021_train,2021_train_mini,2021_valid}/"
-                "<NNNNN_kingdom_phylum_class_order_family_genus_species>/<image> (train, train_mini, val); "
-                + _ROOT_HELP.format(folder="inat2021"),
-                markers=("2021_train", "2021_valid", "2021_train_mini"), read=read_inat2021),
-    DatasetSpec("places365", ("train", "val"), "train", "val", "places365",
-                "torchvision's Places365-standard layout: <root>/categories_places365.txt, "
-                "places365_train_standard.txt and places365_val.txt ('<path> <class index>' lines), "
-                "images in data_256_standard/ (or data_large_standard/) and val_256/ (or val_large/); "
-                + _ROOT_HELP.format(folder="places365"),
-                markers=("categories_places365.txt",), read=read_places365),
-    DatasetSpec("digits", ("train", "test"), "train", "test", "",
-                "scikit-learn's bundled 8x8 digits (no files needed): 1,797 images, stratified split "
-                "with seed 0 into train 1,437 / test 360", straight_resize=True,
-                read=lambda root, split, layout: read_digits(split), embedded_root=_sklearn_data_root),
-)}
+def register_prefix(prefix: str, make_spec: Callable[[str], DatasetSpec], usage: str) -> None:
+    """Names ``PREFIX...`` get ``make_spec(name)``; ``usage`` spells the form (``imagefolder:PATH``)."""
+    _PREFIXES[prefix] = (make_spec, usage)
 
 
 def list_datasets() -> list[str]:
-    """The registered dataset names (any ImageFolder tree is also usable as ``imagefolder:PATH``)."""
+    """The registered dataset names (see :func:`dataset_prefixes` for ``imagefolder:PATH`` and the like)."""
     return sorted(_SPECS)
 
 
-def _imagefolder_spec(name: str) -> DatasetSpec:
-    raw = name[len(IMAGEFOLDER_PREFIX):]
-    if not raw.strip():
-        raise JepaEvalError("imagefolder: needs a path", expected="imagefolder:PATH, e.g. imagefolder:~/data/pets",
-                            found=repr(name))
-    path = Path(raw).expanduser()
-    eval_split = "test" if (path / "test").is_dir() and not (path / "val").is_dir() else "val"
-    layout = (f"an ImageFolder tree {path}/{{train,val or test}}/<class>/<image>; the evaluation split "
-              "is val/ when present, else test/")
-    return DatasetSpec(name, ("train", "val", "test"), "train", eval_split, str(path), layout,
-                       markers=("train", "val", "test"), read=_read_folder, embedded_root=lambda: path)
+def dataset_prefixes() -> list[str]:
+    """The forms of parametrised dataset names, e.g. ``imagefolder:PATH``."""
+    return sorted(usage for _, usage in _PREFIXES.values())
 
 
 def get_spec(name: str) -> DatasetSpec:
     """The :class:`DatasetSpec` of a registered name or of ``imagefolder:PATH``."""
-    if name.startswith(IMAGEFOLDER_PREFIX):
-        return _imagefolder_spec(name)
+    prefix = next((p for p in _PREFIXES if name.startswith(p)), None)
+    if prefix is not None:
+        return _PREFIXES[prefix][0](name)
     if name not in _SPECS:
-        raise JepaEvalError(f"unknown dataset {name!r}",
-                            expected=f"one of {', '.join(list_datasets())}, or imagefolder:PATH")
+        raise JepaEvalError(f"unknown dataset {name!r}", expected=f"one of {', '.join(list_datasets())}, or "
+                            + ", ".join(dataset_prefixes()))
     return _SPECS[name]
+
+
+def eval_transform(image_size: int, dataset: str) -> Callable[[Image.Image], torch.Tensor]:
+    """The standard evaluation transform of ``dataset`` at ``image_size`` pixels: PIL RGB -> [3, S, S]
+    (:func:`~jepa_eval.data.transforms.resize_and_crop`, straight to S x S for small-image datasets)."""
+    if not isinstance(image_size, int) or isinstance(image_size, bool) or image_size <= 0:
+        raise JepaEvalError("the image size must be a positive number of pixels",
+                            expected="an int such as 224", found=repr(image_size))
+    return resize_and_crop(image_size, straight_resize=get_spec(dataset).straight_resize)
 
 
 def _candidates(spec: DatasetSpec, data_root: str | Path | None) -> list[Path]:

@@ -29,14 +29,15 @@ import numpy as np
 
 from jepa_eval.core.atomic import TMP_MARKER, atomic_write_json
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.features.extract import FEATURE_CODE_VERSION, FeatureSet, save_array
+from jepa_eval.core.hashing import file_sha256
+from jepa_eval.features.extract import FEATURE_CODE_VERSION
+from jepa_eval.features.featureset import FeatureSet, save_array
 
 LAYOUT_VERSION = 1
 REQUIRED_PARTS = ("checkpoint_sha256", "ckpt_key", "dataset", "root", "split", "transform",
                   "image_size", "mode", "dtype")
 _ARRAYS = ("features", "labels")
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
-_HASH_CHUNK = 1 << 22
 log = logging.getLogger(__name__)
 
 
@@ -136,7 +137,7 @@ class FeatureCache:
             for name in _ARRAYS:
                 array = getattr(featureset, name)
                 path = save_array(tmp / f"{name}.npy", array)
-                files[name] = {"bytes": path.stat().st_size, "sha256": _file_sha256(path),
+                files[name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path),
                                "shape": list(array.shape), "dtype": str(array.dtype)}
             atomic_write_json(tmp / "manifest.json", {
                 "layout": LAYOUT_VERSION, "key": key, "parts": parts, "files": files,
@@ -241,16 +242,10 @@ def _read_manifest(folder: Path, key: str, *, verify_digests: bool) -> dict[str,
             path = folder / f"{name}.npy"
             if path.stat().st_size != record["bytes"]:
                 return None
-            if verify_digests and _file_sha256(path) != record["sha256"]:
+            if verify_digests and file_sha256(path) != record["sha256"]:
                 return None
         return manifest
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_HASH_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

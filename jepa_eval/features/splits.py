@@ -1,12 +1,12 @@
-"""Wiring of the stages: checkpoint -> backbone -> dataset -> cached features.
+"""The features of a dataset split for a backbone, from the cache when it holds them.
 
-The CLI commands and the suite call these; protocols never see files or loaders.
+Also the seeded subsets a protocol may ask for (rows of a split, LiDAR's augmented views, a
+published subset file). The pipeline calls these; protocols never see files or loaders.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,94 +14,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from jepa_eval.features.cache import FeatureCache, cached_extract, default_cache_root
-from jepa_eval.backbones.load import Backbone, load_backbone
-from jepa_eval.data import build_dataset, eval_transform, get_spec
-from jepa_eval.core.devices import init_distributed
+from jepa_eval.backbones.backbone import Backbone
+from jepa_eval.backbones.baselines import PixelBackbone
+from jepa_eval.core.devices import compute_dtype, init_distributed, resolve_device
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.features.extract import FEATURE_MODES, FeatureSet, RawPixels, compute_dtype, extract_features
-
-
-@dataclass
-class ModelSpec:
-    """How to build one backbone: the ``--ckpt`` family of options."""
-
-    ckpt: str
-    name: str | None = None
-    ckpt_key: str | None = None
-    num_heads: int | None = None
-    weights: str | None = None
-    image_size: int | None = None
-    trust_checkpoint: bool = False
-    seed: int = 0
-
-    def load(self) -> Backbone:
-        """The backbone; ``random:PATH`` is PATH's architecture with freshly initialised weights,
-        ``pixels:SIZE`` the raw-pixel baseline at SIZE x SIZE pixels."""
-        if self.ckpt.startswith("pixels:"):
-            return PixelBackbone.at(self.ckpt)
-        random_like = self.ckpt.startswith("random:")
-        source = self.ckpt[len("random:"):] if random_like else self.ckpt
-        backbone = load_backbone(source, ckpt_key=self.ckpt_key, num_heads=self.num_heads,
-                                 weights=self.weights, image_size=self.image_size,
-                                 trust_checkpoint=self.trust_checkpoint, seed=self.seed)
-        return reinitialize(backbone, self.seed) if random_like else backbone
-
-    def display_name(self) -> str:
-        if self.name:
-            return self.name
-        if self.ckpt.startswith("timm:"):
-            return self.ckpt
-        return Path(self.ckpt).name.split(".pth")[0].split(".pt")[0]
-
-
-class PixelBackbone(Backbone):
-    """Raw pixels as features: the baseline every representation should beat."""
-
-    @classmethod
-    def at(cls, spec: str) -> PixelBackbone:
-        size_text = spec.removeprefix("pixels:")
-        if not size_text.isdigit() or int(size_text) < 1:
-            raise JepaEvalError(f"bad raw-pixel spec {spec!r}", expected="pixels:SIZE, e.g. pixels:32")
-        size = int(size_text)
-        arch = {"img_size": size, "patch_size": size, "embed_dim": 3 * size * size, "depth": 0,
-                "num_heads": 0, "class_token": False, "num_reg_tokens": 0, "init_values": None,
-                "fc_norm": False, "mlp_ratio": 0.0}
-        return cls(model=RawPixels(size).eval(), family="pixels", source=spec, ckpt_key=None,
-                   sha256=spec, arch=arch, default_mode="pixels")
-
-    def describe(self) -> str:
-        return f"raw pixels at {self.image_size}x{self.image_size} ({self.arch['embed_dim']} values per image)"
-
-
-def reinitialize(backbone: Backbone, seed: int) -> Backbone:
-    """The same architecture, freshly initialised as I-JEPA/timm do: trunc-normal(0.02) on every
-    linear and the patch projection, zero biases, LayerNorms reset to weight 1, bias 0.
-
-    Fixed sin-cos position embeddings (I-JEPA) are kept: they are not learned weights.
-    """
-
-    def init(module: torch.nn.Module) -> None:
-        if isinstance(module, (torch.nn.Linear, torch.nn.Conv2d)):
-            torch.nn.init.trunc_normal_(module.weight, std=0.02)
-            if module.bias is not None:
-                torch.nn.init.zeros_(module.bias)
-        elif isinstance(module, torch.nn.LayerNorm):
-            module.reset_parameters()
-
-    generator_state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
-        backbone.model.apply(init)
-        for name in ("cls_token", "reg_token"):
-            token = getattr(backbone.model, name, None)
-            if token is not None:
-                torch.nn.init.normal_(token, std=1e-6)
-    finally:
-        torch.random.set_rng_state(generator_state)
-    backbone.sha256 = f"random-like:{backbone.sha256}:seed{seed}"
-    backbone.source = f"random:{backbone.source}"
-    return backbone
+from jepa_eval.data import build_dataset, eval_transform, get_spec
+from jepa_eval.data.transforms import normalize
+from jepa_eval.features.cache import FeatureCache, cached_extract, default_cache_root
+from jepa_eval.features.extract import extract_features
+from jepa_eval.features.featureset import FeatureSet
+from jepa_eval.features.modes import FEATURE_MODES
 
 
 @dataclass
@@ -138,20 +60,6 @@ class SplitFeatures:
     @property
     def size(self) -> int:
         return int(self.features.labels.shape[0])
-
-
-def resolve_device(device: str | None) -> torch.device:
-    """'auto'/None -> CUDA when available, else CPU."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise JepaEvalError(f"unknown device {device!r}", expected="'auto', 'cpu' or 'cuda[:N]'") from exc
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise JepaEvalError("CUDA was requested but is not available", expected="a CUDA device",
-                            found="torch.cuda.is_available() is False", hint="use --device cpu")
-    return resolved
 
 
 def resolve_mode(backbone: Backbone, mode: str | None) -> str:
@@ -213,8 +121,6 @@ def _cached_features(backbone: Backbone, data: Any, mode: str, parts: dict[str, 
     Under ``torchrun`` every rank extracts a shard and rank 0 holds the gathered features.
     """
     device = resolve_device(options.device)
-    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
-        device = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     init_distributed(device)
 
     def compute() -> FeatureSet:
@@ -252,8 +158,6 @@ def augmented_views(backbone: Backbone, dataset: str, split: str, mode: str, opt
     """
     from torchvision import transforms as T
 
-    from jepa_eval.data import IMAGENET_MEAN, IMAGENET_STD
-
     raw = build_dataset(dataset, split, data_root=options.data_root, image_size=backbone.image_size,
                         transform=lambda image: image, download=options.download)
     rng = np.random.default_rng(seed)
@@ -261,7 +165,7 @@ def augmented_views(backbone: Backbone, dataset: str, split: str, mode: str, opt
     picked = sorted(rng.choice(len(raw), size=count, replace=False).tolist())
     crop = T.Compose([T.RandomResizedCrop(backbone.image_size, scale=crop_scale,
                                           interpolation=T.InterpolationMode.BICUBIC),
-                      T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+                      T.ToTensor(), normalize()])
     data = _SeededViews(raw, picked, views, seed, crop)
     parts = {
         "checkpoint_sha256": backbone.sha256, "ckpt_key": backbone.ckpt_key, "arch": backbone.arch,

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import asdict, replace
 from typing import Any
 
-from jepa_eval.backbones.load import Backbone
+from jepa_eval.backbones.backbone import Backbone
 from jepa_eval.core.devices import rank
 from jepa_eval.data import get_spec
-from jepa_eval.features.splits import (ExtractOptions, ModelSpec, SplitFeatures, augmented_views,
-                                       seeded_split_features, split_features, subset_from_file)
+from jepa_eval.backbones.spec import ModelSpec
+from jepa_eval.features.splits import ExtractOptions, SplitFeatures, augmented_views, seeded_split_features, split_features, subset_from_file
 from jepa_eval.protocols.registry import Inputs, Labelled, Needs, Protocol
 from jepa_eval.results.record import DatasetInfo, FeatureInfo, ModelInfo, ResultRecord
 

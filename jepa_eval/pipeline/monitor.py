@@ -16,7 +16,8 @@ import torch
 
 from jepa_eval.data import get_spec
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.features.splits import ExtractOptions, ModelSpec, resolve_mode, seeded_split_features
+from jepa_eval.backbones.spec import ModelSpec
+from jepa_eval.features.splits import ExtractOptions, resolve_mode, seeded_split_features
 from jepa_eval.pipeline.evaluate import Log, run_protocol
 from jepa_eval.protocols import get_protocol
 from jepa_eval.protocols.knn import KNNConfig

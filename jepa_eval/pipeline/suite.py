@@ -29,7 +29,8 @@ from typing import Any
 import yaml
 
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.features.splits import ExtractOptions, ModelSpec, resolve_mode
+from jepa_eval.backbones.spec import ModelSpec
+from jepa_eval.features.splits import ExtractOptions, resolve_mode
 from jepa_eval.pipeline.evaluate import run_protocol
 from jepa_eval.pipeline.transfer import check_transferable, transfer_records
 from jepa_eval.protocols import list_protocols

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from jepa_eval.backbones.load import Backbone
+from jepa_eval.backbones.backbone import Backbone
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.features.splits import ExtractOptions, ModelSpec
+from jepa_eval.backbones.spec import ModelSpec
+from jepa_eval.features.splits import ExtractOptions
 from jepa_eval.pipeline.evaluate import Log, run_protocol
 from jepa_eval.protocols.registry import Protocol
 from jepa_eval.results.record import FeatureInfo, Metric, ResultRecord

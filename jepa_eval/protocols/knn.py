@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from jepa_eval.core.devices import resolve_device
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols.checks import check_num_classes, check_split_pair
 from jepa_eval.protocols.registry import (Evaluation, Inputs, PlotSpec, Protocol, Selection, Shown, TableSpec, joined,
@@ -69,8 +70,7 @@ def _faiss_searcher(train: np.ndarray, k: int, device: str | torch.device | None
 
 def _torch_searcher(train: np.ndarray, k: int, device: str | torch.device | None) -> Searcher:
     """Chunked matmul + topk on ``device`` (default: CUDA when available), in float32."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
     bank = torch.from_numpy(train).to(device)  # [N, D], float32: no autocast, to match FAISS
 
     def search(queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -34,9 +34,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
+from jepa_eval.core.devices import resolve_device
 from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.core.progress import progress as progress_bar
 from jepa_eval.protocols.checks import check_num_classes, check_split_pair
 from jepa_eval.protocols.registry import (Evaluation, Inputs, PlotSpec, Protocol, Selection, Shown, Spelling, TableSpec,
                                           option, register)
@@ -191,7 +192,7 @@ def train_heads(features: torch.Tensor, labels: torch.Tensor, config: LinearConf
     weight_decay = torch.tensor([h["wd"] for h in grid], device=device)[:, None, None]
     velocity = [torch.zeros_like(heads.weight), torch.zeros_like(heads.bias)]
     step = 0
-    for _ in tqdm(range(config.epochs), desc="linear heads", disable=not progress, leave=False):
+    for _ in progress_bar(range(config.epochs), desc="linear heads", unit="epoch", enabled=progress, leave=False):
         order = torch.randperm(n, generator=generator).to(device)
         for start in range(0, steps_per_epoch * batch, batch):
             idx = order[start:start + batch]
@@ -233,8 +234,7 @@ def linear_probe(train_features: Any, train_labels: Any, eval_features: Any, eva
     _check_config(config)
     x_train, y_train, x_eval, y_eval = check_split_pair(train_features, train_labels, eval_features, eval_labels)
     classes = check_num_classes(num_classes, y_train, y_eval)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device)
 
     def on_device(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(array).to(device)

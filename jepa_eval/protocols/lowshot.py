@@ -21,9 +21,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
+from jepa_eval.core.devices import resolve_device
 from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.core.progress import progress as progress_bar
 from jepa_eval.protocols.checks import check_num_classes, check_split_pair
 from jepa_eval.protocols.registry import (Evaluation, Inputs, Needs, PlotSpec, Protocol, TableSpec, option, register)
 from jepa_eval.results.record import Metric
@@ -328,13 +329,12 @@ def lowshot_evaluate(train_features: np.ndarray, train_labels: np.ndarray, eval_
         train_features, train_labels, eval_features, eval_labels)
     num_classes = check_num_classes(num_classes, train_labels, eval_labels)
     jobs = _settings(config, train_labels, subset_indices)
-    target = torch.device(device) if device is not None else torch.device(
-        "cuda" if torch.cuda.is_available() else "cpu")
+    target = resolve_device(device)
     dtype = torch.float64 if target.type == "cpu" else torch.float32
     x_eval = torch.as_tensor(eval_features, dtype=dtype, device=target)
     y_eval = torch.as_tensor(eval_labels, device=target)
     metrics: list[Metric] = []
-    for coords, seed, indices in tqdm(jobs, desc="low-shot", disable=not progress):
+    for coords, seed, indices in progress_bar(jobs, desc="low-shot", unit="fit", enabled=progress):
         x = torch.as_tensor(train_features[indices], dtype=dtype, device=target)
         y = torch.as_tensor(train_labels[indices], device=target)
         C, init = select_C(x, y, num_classes, config, seed)

@@ -79,7 +79,7 @@ class MonitorConfig:
     samples: int = option(2000, "Seeded training rows for the rank metrics.")
     seed: int = 0
     ckpt_key: str = option("target_encoder", "Encoder to measure.")
-    knn: bool = option(True, "Also a quick k-NN (k=20) on fixed subsets.")
+    knn: bool = option(True, f"Also a quick k-NN (k={REFERENCE_K}) on fixed subsets.")
     knn_train: int = 5000
     knn_eval: int = 2000
     knn_k: int = REFERENCE_K
