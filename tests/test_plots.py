@@ -14,7 +14,7 @@ from helpers_report import (COLLAPSE_EPOCH, LIDAR, LINEAR_TOP1, LOWSHOT, MONITOR
                             all_records, linear_record, rank_record, write_all)
 from jepa_eval.report import plots
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.report.tables import collapse_epochs, tidy_frame
+from jepa_eval.report.tidy import collapse_epochs, tidy_frame
 from jepa_eval.results.record import Metric, ResultRecord, load_records
 
 RANKME_VS_LINEAR = {"rank_protocol": "rank", "rank_metric": "rankme", "protocol": "linear"}

@@ -83,7 +83,7 @@ def test_a_new_protocol_runs_in_suites_and_transfer_and_is_reported(centroid: Pr
     from jepa_eval.backbones.spec import ModelSpec
     from jepa_eval.features.splits import ExtractOptions
     from jepa_eval.pipeline.suite import load_suite, run_suite
-    from jepa_eval.report.tables import write_report
+    from jepa_eval.report.build import write_report
 
     ckpt = make_checkpoint("ijepa", tmp_path / "tiny.pth.tar", embed_dim=64, depth=4, img_size=16)
     suite_file = tmp_path / "toy.yaml"

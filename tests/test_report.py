@@ -11,9 +11,9 @@ import pytest
 
 from helpers_report import KNN_TOP1, LINEAR_TOP1, LOWSHOT, knn_record, linear_record, write_all
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.report.tables import (PUBLISHED_CSV, RECORD_COLUMNS, add_published, filter_frame,
-                              load_published, paper_table, tidy_frame, to_latex, to_markdown,
-                              write_report)
+from jepa_eval.report.build import write_report
+from jepa_eval.report.tables import PUBLISHED_CSV, add_published, load_published, paper_table, to_latex, to_markdown
+from jepa_eval.report.tidy import RECORD_COLUMNS, filter_frame, tidy_frame
 from jepa_eval.results.record import Metric, load_records, write_record
 
 

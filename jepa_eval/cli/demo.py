@@ -29,7 +29,7 @@ from jepa_eval.features.splits import ExtractOptions
 from jepa_eval.pipeline.monitor import monitor_run
 from jepa_eval.protocols.monitor import MonitorConfig
 from jepa_eval.pipeline.suite import load_suite, resolve_suite, run_suite
-from jepa_eval.report.tables import write_report
+from jepa_eval.report.build import write_report
 from jepa_eval.results.record import write_record
 
 DEMO_CONFIG = "digits_demo"

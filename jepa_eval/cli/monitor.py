@@ -24,7 +24,7 @@ def monitor_command() -> Callable[..., None]:
     def monitor(run_dir: Path, data: str, *, shared: c.Shared, **values: Any) -> None:
         from jepa_eval.pipeline.monitor import monitor_run
         from jepa_eval.report.plots import plot_monitor
-        from jepa_eval.report.tables import collapse_epochs, tidy_frame
+        from jepa_eval.report.tidy import collapse_epochs, tidy_frame
 
         config = config_from_options(protocol, parsers, values, shared)
         record = monitor_run(run_dir, data, config, shared.options, mode=shared.mode, log=c.console.print)

@@ -53,7 +53,7 @@ def suite(suite_file: Annotated[str | None, typer.Argument(help="Suite file, or 
 def write_report_files(results_dir: Path, out_dir: Path, *, suite_name: str | None, with_published: bool,
                        models: list[str] | None = None, datasets: list[str] | None = None) -> list[Path]:
     """Write the report of ``results_dir`` into ``out_dir`` and print each path."""
-    from jepa_eval.report.tables import write_report
+    from jepa_eval.report.build import write_report
 
     written = write_report(results_dir, out_dir, suite=suite_name, with_published=with_published,
                            models=models or None, datasets=datasets or None)

@@ -22,8 +22,8 @@ from jepa_eval.core.atomic import atomic_path, atomic_write_text
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols import get_protocol, list_protocols
 from jepa_eval.protocols.registry import Protocol
-from jepa_eval.report.tables import (PERCENT_METRICS, column_label, paper_table, protocol_label, select_rows,
-                                     table_defaults, table_to_frame, variant_labels)
+from jepa_eval.report.select import protocol_label, select_rows, table_defaults, variant_labels
+from jepa_eval.report.tables import PERCENT_METRICS, column_label, paper_table, table_to_frame
 
 DPI = 150
 METRIC_LABELS = {"top1": "top-1 accuracy (%)", "top5": "top-5 accuracy (%)", "rankme": "RankMe",
