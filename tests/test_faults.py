@@ -68,7 +68,7 @@ def interrupt_self(*args: object, **kwargs: object) -> None:
 
 
 class CountingExtract:
-    """Wraps ``runner.extract_features``: counts calls; Ctrl-C on call number ``fail_on``."""
+    """Wraps ``features.splits.extract_features``: counts calls; Ctrl-C on call number ``fail_on``."""
 
     def __init__(self, fail_on: int | None = None) -> None:
         self.real, self.calls, self.fail_on = jepa_eval.features.splits.extract_features, 0, fail_on
@@ -163,10 +163,9 @@ def test_a_protocol_interrupted_midway_writes_no_result_and_the_rerun_reuses_bot
     assert run_main("jepa-eval", knn_args(model, folder, tmp_path)).code == 130
     assert result_files(tmp_path / "results") == [] and temp_leftovers(tmp_path) == []
     monkeypatch.undo()
-    counter = CountingExtract()
-    monkeypatch.setattr(jepa_eval.features.splits, "extract_features", counter)
-    assert run_main("jepa-eval", knn_args(model, folder, tmp_path)).code == 0
-    assert counter.calls == 0 and len(result_files(tmp_path / "results")) == 1
+    rerun = run_main("jepa-eval", knn_args(model, folder, tmp_path))
+    assert rerun.code == 0 and rerun.message.count("(reused from the feature cache)") == 2
+    assert "(extracted)" not in rerun.message and len(result_files(tmp_path / "results")) == 1
 
 
 def test_a_result_write_torn_midway_leaves_no_result_file_and_no_temporary(

@@ -45,5 +45,5 @@ def test_knn_rank_and_linear_run_on_real_cifar10_photographs(shared_data: Path, 
     records = {r.protocol: r for r in load_records(tmp_path / "r")}
     assert records["knn"].dataset.n_train == 200 and records["knn"].dataset.n_eval == 100
     assert records["knn"].dataset.num_classes == 10
-    assert 0 <= records["linear"].summary["top1"] <= 100
+    assert records["linear"].summary["top1"] > 14  # above chance (10% +- 3 on 100 photos): random ViT features hold colour
     assert records["rank"].summary["rankme"] > 2  # real photographs give features of more than one direction
