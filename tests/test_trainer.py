@@ -109,6 +109,20 @@ def test_weight_decay_groups_exclude_biases_and_one_dimensional_parameters(image
     assert all(g["weight_decay"] == 0.0 for g in groups[2:])
 
 
+def test_run_init_selects_the_official_or_the_rescaled_initialisation(images: Path, tmp_path: Path) -> None:
+    assert config_from_dict(config(images, tmp_path)).run.init == "official"
+    built = {}
+    for init in ("official", "rescaled"):
+        torch.manual_seed(0)
+        built[init] = build_model(config_from_dict(config(images, tmp_path, run={"init": init})))
+    fc2 = {init: float(model.encoder.blocks[1].mlp.fc2.weight.detach().std()) for init, model in built.items()}
+    assert fc2["official"] == pytest.approx(0.02, rel=0.05)  # 16,384 entries: sampling error 0.6%
+    assert fc2["rescaled"] == pytest.approx(0.02 / 2, rel=0.05)  # block 2: divided by sqrt(2 * 2)
+    assert torch.equal(built["official"].encoder.patch_embed.proj.weight, built["rescaled"].encoder.patch_embed.proj.weight)
+    with pytest.raises(JepaEvalError, match="run.init"):
+        config_from_dict(config(images, tmp_path, run={"init": "xavier"}))
+
+
 # ---------------------------------------------------------------------------- runs
 
 
