@@ -8,6 +8,7 @@ from __future__ import annotations
 
 
 import contextlib
+import copy
 import math
 import os
 import subprocess
@@ -465,3 +466,31 @@ def test_three_steps_compute_the_numbers_recorded_before_the_step_was_sped_up() 
     assert losses == pytest.approx([0.4331364631652832, 0.42518478631973267, 0.4175727367401123], rel=1e-6)
     assert fingerprint(grads) == pytest.approx(-0.2728699834608396, rel=1e-6)
     assert fingerprint(trained_weights(model)) == pytest.approx(-14.517153169597266, rel=1e-6)
+
+
+@pytest.fixture()
+def bench_trainer(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import bench_trainer
+
+    return bench_trainer
+
+
+def test_our_step_computes_what_the_benchmarks_official_step_computes(bench_trainer: Any) -> None:
+    """bench/bench_trainer.py re-implements the official step (gathers on repeated indices,
+    repeat-and-cat batching, written-out attention, EMA loop over every parameter): from the
+    same weights, images and masks, ours gives the same loss, gradients and three steps."""
+    ours, images, enc, pred = step_case()
+    official, first = copy.deepcopy(ours), copy.deepcopy(ours)
+    our_losses, our_grads = our_steps(ours, images, enc, pred)
+    bench_trainer.official_loss(first, images, enc, pred).backward()
+    official_grads = {f"{part}.{n}": p.grad for part in ("encoder", "predictor")
+                      for n, p in getattr(first, part).named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW(param_groups(official.encoder, official.predictor), lr=1e-3, weight_decay=0.05)
+    official_losses = [float(bench_trainer.official_step(official, optimizer, None, images, enc, pred, 0.996))
+                       for _ in range(3)]
+    assert our_losses == pytest.approx(official_losses, rel=1e-6)
+    assert our_grads.keys() == official_grads.keys()
+    assert all(torch.allclose(our_grads[n], official_grads[n], rtol=1e-5, atol=1e-8) for n in our_grads)
+    weights, official_weights = trained_weights(ours), trained_weights(official)
+    assert all(torch.allclose(weights[n], official_weights[n], rtol=0, atol=1e-6) for n in weights)
