@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ijepa.model import (IJEPA, MaskedEncoder, Predictor, gather_tokens, patchify, pixel_targets,
-                         repeat_per_group, stack_targets, trunc_normal_)
+                         repeat_per_group, stack_targets, trunc_normal_, attention)
 from jepa_eval.vit import build_vit
 
 DIM, DEPTH, HEADS, PATCH, IMG = 32, 2, 4, 8, 32  # 4 x 4 grid, N = 16
@@ -160,6 +160,17 @@ def test_the_build_draws_the_official_numbers_in_the_official_order() -> None:
     assert all(torch.equal(w, c / k) for w, c, k in zip(linears(rescaled.encoder), class_encoder, divisors))
     assert all(torch.equal(w, c / k)
                for w, c, k in zip(linears(rescaled.predictor), class_predictor, [1.0, *divisors, 1.0]))
+
+
+def test_attention_gives_timms_result_whether_or_not_gradients_are_recorded() -> None:
+    """On the CPU the product is written out when autograd records and fused when it does not."""
+    attn = tiny().encoder.blocks[0].attn
+    x = torch.randn(3, 7, DIM)
+    expected = attn(x).detach()  # timm's module: the fused kernel
+    recorded = attention(attn, x)
+    assert recorded.requires_grad and torch.allclose(recorded, expected, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(attention(attn, x), expected, atol=1e-6)
 
 
 def test_encoder_sees_only_the_context_patches() -> None:
