@@ -215,6 +215,10 @@ class RunConfig:
         loss: ``smooth_l1`` (official code) or ``l2`` (the paper's formula).
         target: ``latent`` (target-encoder features) or ``pixels`` (per-patch normalised
             pixels of the target blocks: the paper's ablation).
+        init: ``official`` (the official ``init_model``: trunc-normal(0.02) in every block,
+            the same numbers as the official build from the same seed) or ``rescaled`` (the
+            official model classes' own init, kept as an option: block l's attn.proj and
+            mlp.fc2 divided by sqrt(2·l)).
         compile: wrap the models in ``torch.compile``.
         embed_dim: encoder width overriding ``meta.model_name``'s (null = the named one).
         depth: encoder depth overriding the named one.
@@ -235,6 +239,7 @@ class RunConfig:
     monitor_knn_k: int = _num(REFERENCE_K, lo=1)
     loss: Literal["smooth_l1", "l2"] = "smooth_l1"
     target: Literal["latent", "pixels"] = "latent"
+    init: Literal["official", "rescaled"] = "official"
     compile: bool = False
     embed_dim: int | None = _num(None, lo=1)
     depth: int | None = _num(None, lo=1)

@@ -29,6 +29,8 @@ from torch import nn
 from jepa_eval.backbones.vit import build_vit, sincos_pos_embed_2d
 
 INIT_STD = 0.02
+TRUNC_BOUND = 2.0  # the official trunc-normal's bounds: ±2 absolute, 100 std at 0.02
+INIT_SCHEMES = ("official", "rescaled")
 LN_EPS = 1e-6
 
 
@@ -45,17 +47,69 @@ def repeat_per_group(x: torch.Tensor, batch: int, repeat: int) -> torch.Tensor:
         groups * repeat * batch, *x.shape[1:])
 
 
-def init_weights(module: nn.Module, blocks: nn.Module) -> None:
-    """Official init: trunc-normal(0.02) Linear/Conv weights, zero biases, LayerNorm (1, 0);
-    then each block's output projections (attn.proj, mlp.fc2) divided by sqrt(2·layer)."""
+def attention(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """What a timm ``Attention`` module computes for tokens x [B, N, C]: per head
+    softmax(q kᵀ / sqrt(C / heads)) v, heads concatenated, then the output projection.
+
+    The fused kernel (``scaled_dot_product_attention``) runs off the CPU and where autograd
+    records nothing (the target encoder); on the CPU, when gradients are recorded, the product
+    is written out as in the official code, whose backward is faster than the fused kernel's
+    on these short rows (23 tokens x 16 channels a head in the recipe's predictor: 1.3x).
+    """
+    b, n, c = x.shape
+    q, k, v = attn.qkv(x).reshape(b, n, 3, attn.num_heads, c // attn.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+    if x.device.type != "cpu" or not torch.is_grad_enabled():
+        out = F.scaled_dot_product_attention(q, k, v)
+    else:
+        out = ((q @ k.transpose(-2, -1)) * attn.scale).softmax(dim=-1) @ v
+    return attn.proj(out.transpose(1, 2).reshape(b, n, c))
+
+
+def run_blocks(blocks: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x [S, T, C] through pre-norm timm blocks as built here (no layer scale, no drop path,
+    no dropout), their attention computed by :func:`attention`."""
+    for block in blocks:
+        x = x + attention(block.attn, block.norm1(x))
+        x = x + block.mlp(block.norm2(x))
+    return x
+
+
+def trunc_normal_(tensor: torch.Tensor, std: float = INIT_STD, bound: float = TRUNC_BOUND) -> torch.Tensor:
+    """Fill ``tensor`` in place with N(0, std²) cut to [-bound, bound] (absolute bounds) the way
+    the official helper draws it: the inverse normal CDF of one uniform draw per entry from the
+    global torch RNG. (``torch.nn.init.trunc_normal_`` samples by rejection: other numbers.)"""
+    def cdf(x: float) -> float:
+        return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+    with torch.no_grad():
+        tensor.uniform_(2.0 * cdf(-bound / std) - 1.0, 2.0 * cdf(bound / std) - 1.0)
+        return tensor.erfinv_().mul_(std * math.sqrt(2.0)).clamp_(-bound, bound)
+
+
+def redraw_construction_init(module: nn.Module) -> None:
+    """Each Conv2d's and Linear's default init again, in module order: the draws their
+    construction makes in the official classes (the values are overwritten later)."""
     for m in module.modules():
         if isinstance(m, (nn.Linear, nn.Conv2d)):
-            nn.init.trunc_normal_(m.weight, std=INIT_STD)
+            m.reset_parameters()
+
+
+def init_layers(module: nn.Module, kinds: tuple[type[nn.Module], ...]) -> None:
+    """Trunc-normal(0.02) weights and zero biases of the ``kinds`` layers, LayerNorm (1, 0),
+    in module order (the official classes' ``_init_weights``, and ``init_model``'s pass)."""
+    for m in module.modules():
+        if isinstance(m, kinds):
+            trunc_normal_(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.LayerNorm):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def rescale_block_outputs(blocks: nn.Module) -> None:
+    """Each block's output projections (attn.proj, mlp.fc2) divided by sqrt(2·layer), layer
+    counted from 1 (the official classes' ``fix_init_weight``)."""
     with torch.no_grad():
         for layer, block in enumerate(blocks, start=1):
             block.attn.proj.weight.div_(math.sqrt(2.0 * layer))
@@ -68,13 +122,17 @@ class MaskedEncoder(nn.Module):
 
     Built from :func:`jepa_eval.backbones.vit.build_vit` and keeping its submodules under the same
     names, so ``state_dict()`` loads strictly into that timm ViT (``evaluate`` side).
+    Initialised as the official ``VisionTransformer`` constructor leaves its weights, drawing
+    the same numbers in the same order from the global torch RNG: trunc-normal(0.02) patch
+    embedding and Linear weights, zero biases, block outputs divided by sqrt(2·layer).
     """
 
     def __init__(self, embed_dim: int, depth: int, num_heads: int, patch_size: int,
                  img_size: int, mlp_ratio: float = 4.0) -> None:
         super().__init__()
-        vit = build_vit(embed_dim, depth, num_heads, patch_size, img_size, class_token=False,
-                        mlp_ratio=mlp_ratio, fixed_sincos=True)
+        with torch.random.fork_rng(devices=[]):  # timm's own init draws nothing that stays
+            vit = build_vit(embed_dim, depth, num_heads, patch_size, img_size, class_token=False,
+                            mlp_ratio=mlp_ratio, fixed_sincos=True)
         self.patch_embed = vit.patch_embed
         self.pos_embed = vit.pos_embed
         self.blocks = vit.blocks
@@ -83,14 +141,16 @@ class MaskedEncoder(nn.Module):
         self.num_heads = num_heads
         self.patch_size = patch_size
         self.grid: tuple[int, int] = tuple(vit.patch_embed.grid_size)
-        init_weights(self, self.blocks)
+        redraw_construction_init(self)
+        init_layers(self, (nn.Linear, nn.Conv2d))
+        rescale_block_outputs(self.blocks)
 
     def forward(self, images: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         """images [B, 3, H, W] -> [B, N, D], or [len(masks)·B, K, D] for index masks [B, K]."""
         x = self.patch_embed(images) + self.pos_embed
         if masks is not None:
             x = gather_tokens(x, masks)
-        return self.norm(self.blocks(x))
+        return self.norm(run_blocks(self.blocks, x))
 
 
 class Predictor(nn.Module):
@@ -99,22 +159,28 @@ class Predictor(nn.Module):
     Each target block is predicted in its own sequence [context tokens ; one mask token per
     target position], all sequences batched together. ``pixel_dim`` adds ``pixel_head``
     (Linear D -> pixel_dim) after the usual output projection, for the pixel-target ablation.
+    Initialised as the official ``VisionTransformerPredictor`` constructor leaves its weights,
+    drawing the same numbers in the same order: trunc-normal(0.02) mask token, then Linear
+    weights, zero biases, block outputs divided by sqrt(2·layer).
     """
 
     def __init__(self, grid: tuple[int, int], embed_dim: int, pred_dim: int, depth: int,
                  num_heads: int, pixel_dim: int | None = None) -> None:
         super().__init__()
-        self.predictor_embed = nn.Linear(embed_dim, pred_dim)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, pred_dim))
-        self.predictor_pos_embed = nn.Parameter(sincos_pos_embed_2d(pred_dim, grid), requires_grad=False)
         norm = partial(nn.LayerNorm, eps=LN_EPS)
-        self.predictor_blocks = nn.ModuleList(
-            Block(pred_dim, num_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm) for _ in range(depth))
-        self.predictor_norm = norm(pred_dim)
-        self.predictor_proj = nn.Linear(pred_dim, embed_dim)
-        self.pixel_head = nn.Linear(embed_dim, pixel_dim) if pixel_dim else None
-        nn.init.trunc_normal_(self.mask_token, std=INIT_STD)
-        init_weights(self, self.predictor_blocks)
+        with torch.random.fork_rng(devices=[]):  # the draws are made below, in the official order
+            self.predictor_embed = nn.Linear(embed_dim, pred_dim)
+            self.mask_token = nn.Parameter(torch.zeros(1, 1, pred_dim))
+            self.predictor_pos_embed = nn.Parameter(sincos_pos_embed_2d(pred_dim, grid), requires_grad=False)
+            self.predictor_blocks = nn.ModuleList(
+                Block(pred_dim, num_heads, mlp_ratio=4.0, qkv_bias=True, norm_layer=norm) for _ in range(depth))
+            self.predictor_norm = norm(pred_dim)
+            self.predictor_proj = nn.Linear(pred_dim, embed_dim)
+            self.pixel_head = nn.Linear(embed_dim, pixel_dim) if pixel_dim else None
+        redraw_construction_init(self)
+        trunc_normal_(self.mask_token)
+        init_layers(self, (nn.Linear, nn.Conv2d))
+        rescale_block_outputs(self.predictor_blocks)
 
     def forward(self, context: torch.Tensor, masks_enc: list[torch.Tensor],
                 masks_pred: list[torch.Tensor]) -> torch.Tensor:
@@ -127,8 +193,7 @@ class Predictor(nn.Module):
         target_pos = repeat_per_group(gather_tokens(pos, masks_pred), batch, n_enc)
         queries = self.mask_token.to(target_pos.dtype) + target_pos
         x = torch.cat([x.repeat(n_pred, 1, 1), queries], dim=1)
-        for block in self.predictor_blocks:
-            x = block(x)
+        x = run_blocks(self.predictor_blocks, x)
         x = self.predictor_proj(self.predictor_norm(x)[:, n_context:])
         return self.pixel_head(x) if self.pixel_head is not None else x
 
@@ -159,11 +224,23 @@ class IJEPA(nn.Module):
 
     ``target='latent'`` regresses the target encoder's layer-normed patch features (the
     method); ``target='pixels'`` regresses per-patch-normalised pixels (the paper's ablation).
+
+    ``init='official'`` re-draws every Linear of the freshly built encoder, then of the
+    predictor, trunc-normal(0.02) with zero bias, as the official ``init_model`` does after
+    building them: that undoes the constructors' division of block outputs, so every block
+    starts at std 0.02, and with the constructors' draws it reproduces the official build's
+    numbers from the same seed. ``init='rescaled'`` keeps the constructors' weights (block l's
+    attn.proj and mlp.fc2 at std 0.02/sqrt(2·l)). The target encoder is a copy of the encoder.
     """
 
     def __init__(self, encoder: MaskedEncoder, predictor: Predictor, *, loss: str = "smooth_l1",
-                 target: str = "latent") -> None:
+                 target: str = "latent", init: str = "official") -> None:
         super().__init__()
+        if init not in INIT_SCHEMES:
+            raise ValueError(f"init must be one of {INIT_SCHEMES}, not {init!r}")
+        if init == "official":
+            init_layers(encoder, (nn.Linear,))
+            init_layers(predictor, (nn.Linear,))
         self.encoder = encoder
         self.predictor = predictor
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)

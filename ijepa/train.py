@@ -140,13 +140,14 @@ def build_loader(cfg: TrainConfig, rank: int, world: int) -> tuple[DataLoader, D
 
 
 def build_model(cfg: TrainConfig) -> IJEPA:
-    """Encoder (named size or run overrides), its EMA copy and the predictor, float32 on CPU."""
+    """Encoder (named size or run overrides), its EMA copy and the predictor, float32 on CPU,
+    initialised as ``run.init`` says from the global torch RNG."""
     embed_dim, depth, num_heads, mlp_ratio = encoder_dims(cfg)
     pred_dim, pred_depth, pred_heads = predictor_dims(cfg)
     encoder = MaskedEncoder(embed_dim, depth, num_heads, cfg.mask.patch_size, cfg.data.crop_size, mlp_ratio)
     pixel_dim = 3 * cfg.mask.patch_size**2 if cfg.run.target == "pixels" else None
     predictor = Predictor(encoder.grid, embed_dim, pred_dim, pred_depth, pred_heads, pixel_dim=pixel_dim)
-    return IJEPA(encoder, predictor, loss=cfg.run.loss, target=cfg.run.target)
+    return IJEPA(encoder, predictor, loss=cfg.run.loss, target=cfg.run.target, init=cfg.run.init)
 
 
 def param_groups(*modules: nn.Module) -> list[dict[str, Any]]:

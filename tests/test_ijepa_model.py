@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
 
 import torch
 import torch.nn.functional as F
 
 from ijepa.model import (IJEPA, MaskedEncoder, Predictor, gather_tokens, patchify, pixel_targets,
-                         repeat_per_group, stack_targets)
+                         repeat_per_group, stack_targets, trunc_normal_, attention)
 from jepa_eval.backbones.vit import build_vit
 
 DIM, DEPTH, HEADS, PATCH, IMG = 32, 2, 4, 8, 32  # 4 x 4 grid, N = 16
@@ -65,15 +66,111 @@ def test_position_embeddings_are_fixed_and_not_trained() -> None:
     assert not model.predictor.predictor_pos_embed.requires_grad
 
 
-def test_init_is_truncated_normal_with_rescaled_block_outputs() -> None:
-    model = tiny()
-    qkv = model.encoder.blocks[0].attn.qkv
-    assert abs(float(qkv.weight.detach().std()) - 0.02) < 0.003 and qkv.bias.abs().max() == 0
-    # attn.proj of block i (1-based) is divided by sqrt(2 i): block 2's std is half of block 1's * sqrt(2)
-    s1 = model.encoder.blocks[0].attn.proj.weight.detach().std()
-    s2 = model.encoder.blocks[1].attn.proj.weight.detach().std()
-    assert abs(float(s1 / s2) - 2**0.5) < 0.15
-    assert torch.equal(model.encoder.norm.weight, torch.ones(DIM))
+def block_outputs(model: IJEPA) -> list[tuple[int, torch.Tensor]]:
+    """(layer from 1, weight) of every block's attn.proj and mlp.fc2, encoder and predictor."""
+    return [(layer, w.detach()) for blocks in (model.encoder.blocks, model.predictor.predictor_blocks)
+            for layer, block in enumerate(blocks, start=1) for w in (block.attn.proj.weight, block.mlp.fc2.weight)]
+
+
+def deep(init: str) -> IJEPA:
+    """A 64-wide, 4-deep encoder and a 32-wide, 3-deep predictor, built from seed 0."""
+    torch.manual_seed(0)
+    encoder = MaskedEncoder(64, 4, 4, PATCH, IMG)
+    return IJEPA(encoder, Predictor(encoder.grid, 64, 32, 3, 4), init=init)
+
+
+def within_sampling_error(w: torch.Tensor, std: float) -> bool:
+    """The sample std of ``w`` is within 5 standard errors (std / sqrt(2n)) of ``std``."""
+    return abs(float(w.std()) - std) < 5 * std / (2 * w.numel()) ** 0.5
+
+
+def test_official_init_starts_every_block_at_std_002_as_the_official_init_model_leaves_it() -> None:
+    model = deep("official")
+    assert all(within_sampling_error(w, 0.02) for _, w in block_outputs(model))
+    linears = [m for part in (model.encoder, model.predictor) for m in part.modules() if isinstance(m, torch.nn.Linear)]
+    assert all(within_sampling_error(m.weight.detach(), 0.02) and not m.bias.any() for m in linears)
+    conv = model.encoder.patch_embed.proj
+    assert within_sampling_error(conv.weight.detach(), 0.02) and not conv.bias.any()
+    assert within_sampling_error(model.predictor.mask_token.detach(), 0.02)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any() for m in norms)
+
+
+def test_rescaled_init_divides_block_l_outputs_by_sqrt_2l() -> None:
+    model = deep("rescaled")
+    assert all(within_sampling_error(w, 0.02 / (2 * layer) ** 0.5) for layer, w in block_outputs(model))
+    qkv = model.encoder.blocks[3].attn.qkv.weight.detach()  # only the output projections are divided
+    assert within_sampling_error(qkv, 0.02)
+
+
+def test_trunc_normal_is_the_inverse_normal_cdf_of_one_uniform_draw_per_entry() -> None:
+    torch.manual_seed(3)
+    drawn = trunc_normal_(torch.empty(5000))
+    after = torch.rand(1)
+    torch.manual_seed(3)
+    uniform = torch.empty(5000).uniform_(-1.0, 1.0)  # Φ(±2 / 0.02) = 0, 1: the bounds leave (-1, 1)
+    assert torch.equal(drawn, torch.erfinv(uniform) * (0.02 * 2**0.5)) and torch.equal(torch.rand(1), after)
+    assert (drawn.abs() > 0.04).sum() > 150  # bounds ±2 absolute, not ±2 std: 4.6% of 5000 lie beyond 2 std
+    wide = trunc_normal_(torch.empty(5000), std=1.0)  # here the bounds ±2 cut
+    assert wide.abs().max() <= 2.0 and wide.abs().max() > 1.95 and abs(float(wide.std()) - 0.88) < 0.03
+
+
+def test_the_build_draws_the_official_numbers_in_the_official_order() -> None:
+    """From one seed the official build draws: (1) the default init (weight, then bias) of the
+    encoder's Conv2d and Linear layers as they are constructed, (2) trunc-normal of the encoder's
+    Conv2d and Linear weights, (3) the predictor's default inits, (4) its mask token, (5) its
+    Linear weights; then init_model's pass: (6) the encoder's Linear weights, (7) the predictor's.
+    Default inits draw one number per entry, whatever their bounds."""
+    d, p = 32, 16  # encoder width 32, 2 blocks; predictor width 16, 2 blocks
+    conv = (d, 3, PATCH, PATCH)
+    encoder_weights = [(3 * d, d), (d, d), (4 * d, d), (d, 4 * d)] * 2  # qkv, proj, fc1, fc2 a block
+    predictor_weights = [(p, d), *[(3 * p, p), (p, p), (4 * p, p), (p, 4 * p)] * 2, (d, p)]
+
+    def build(init: str) -> IJEPA:
+        torch.manual_seed(7)
+        return IJEPA(MaskedEncoder(d, 2, 4, PATCH, IMG), Predictor((4, 4), d, p, 2, 2), init=init)
+
+    def default_inits(shapes: list[tuple[int, ...]]) -> None:
+        for shape in shapes:
+            torch.empty(shape).uniform_()
+            torch.empty(shape[0]).uniform_()
+
+    def draw(shapes: list[tuple[int, ...]]) -> list[torch.Tensor]:
+        return [trunc_normal_(torch.empty(shape)) for shape in shapes]
+
+    def linears(module: torch.nn.Module) -> list[torch.Tensor]:
+        return [m.weight.detach() for m in module.modules() if isinstance(m, torch.nn.Linear)]
+
+    torch.manual_seed(7)
+    default_inits([conv, *encoder_weights])
+    patch_weight, class_encoder = draw([conv])[0], draw(encoder_weights)
+    default_inits(predictor_weights)
+    mask_token, class_predictor = draw([(1, 1, p)])[0], draw(predictor_weights)
+    official_encoder, official_predictor = draw(encoder_weights), draw(predictor_weights)
+
+    official = build("official")
+    assert torch.equal(official.encoder.patch_embed.proj.weight, patch_weight)
+    assert torch.equal(official.predictor.mask_token, mask_token)
+    assert all(map(torch.equal, linears(official.encoder), official_encoder))
+    assert all(map(torch.equal, linears(official.predictor), official_predictor))
+    # rescaled stops after (5): the constructors' weights, block l's proj and fc2 divided by sqrt(2 l)
+    divisors = [1.0, math.sqrt(2.0), 1.0, math.sqrt(2.0), 1.0, 2.0, 1.0, 2.0]
+    rescaled = build("rescaled")
+    assert torch.equal(rescaled.encoder.patch_embed.proj.weight, patch_weight)
+    assert all(torch.equal(w, c / k) for w, c, k in zip(linears(rescaled.encoder), class_encoder, divisors))
+    assert all(torch.equal(w, c / k)
+               for w, c, k in zip(linears(rescaled.predictor), class_predictor, [1.0, *divisors, 1.0]))
+
+
+def test_attention_gives_timms_result_whether_or_not_gradients_are_recorded() -> None:
+    """On the CPU the product is written out when autograd records and fused when it does not."""
+    attn = tiny().encoder.blocks[0].attn
+    x = torch.randn(3, 7, DIM)
+    expected = attn(x).detach()  # timm's module: the fused kernel
+    recorded = attention(attn, x)
+    assert recorded.requires_grad and torch.allclose(recorded, expected, atol=1e-6)
+    with torch.no_grad():
+        assert torch.allclose(attention(attn, x), expected, atol=1e-6)
 
 
 def test_encoder_sees_only_the_context_patches() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 
 import contextlib
+import copy
 import math
 import os
 import subprocess
@@ -107,6 +108,21 @@ def test_weight_decay_groups_exclude_biases_and_one_dimensional_parameters(image
     assert all(names[i].endswith("bias") or "norm" in names[i] for i in excluded)
     assert id(model.encoder.pos_embed) not in decayed | excluded  # frozen
     assert all(g["weight_decay"] == 0.0 for g in groups[2:])
+
+
+def test_run_init_selects_the_official_or_the_rescaled_initialisation(images: Path, tmp_path: Path) -> None:
+    assert config_from_dict(config(images, tmp_path)).run.init == "official"
+    built = {}
+    for init in ("official", "rescaled"):
+        torch.manual_seed(0)
+        built[init] = build_model(config_from_dict(config(images, tmp_path, run={"init": init})))
+    fc2 = {init: float(model.encoder.blocks[1].mlp.fc2.weight.detach().std()) for init, model in built.items()}
+    assert fc2["official"] == pytest.approx(0.02, rel=0.05)  # 16,384 entries: sampling error 0.6%
+    assert fc2["rescaled"] == pytest.approx(0.02 / 2, rel=0.05)  # block 2: divided by sqrt(2 * 2)
+    patch = {init: model.encoder.patch_embed.proj.weight for init, model in built.items()}
+    assert torch.equal(patch["official"], patch["rescaled"])  # drawn before the pass that differs
+    with pytest.raises(JepaEvalError, match="run.init"):
+        config_from_dict(config(images, tmp_path, run={"init": "xavier"}))
 
 
 # ---------------------------------------------------------------------------- runs
@@ -375,3 +391,107 @@ def test_jepa_eval_loads_the_trained_encoder_with_the_trainers_head_count(images
         ours = backbone.model.forward_features(x)
         theirs = reference.eval()(x)
     assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------- the step
+
+STEP_DIM, STEP_PATCH, STEP_IMG = 32, 8, 32  # a 4 x 4 grid: 16 patches
+
+
+def step_case() -> tuple[ijepa.model.IJEPA, torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+    """A 32-wide, 2-deep, 4-head encoder and a 16-wide, 2-deep, 2-head predictor whose weights
+    come from a seeded generator (so no init scheme enters), 3 images, 2 context masks of 6
+    patches and 3 target blocks of 4 patches per image."""
+    encoder = ijepa.model.MaskedEncoder(STEP_DIM, 2, 4, STEP_PATCH, STEP_IMG)
+    predictor = ijepa.model.Predictor(encoder.grid, STEP_DIM, 16, 2, 2)
+    model = ijepa.model.IJEPA(encoder, predictor)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in (model.encoder, model.predictor):
+            for name, p in module.named_parameters():
+                if not p.requires_grad:
+                    continue
+                noise = torch.randn(p.shape, generator=g)
+                if p.ndim > 1:
+                    p.copy_(0.05 * noise)
+                elif name.endswith("bias"):
+                    p.copy_(0.02 * noise)
+                else:  # LayerNorm scales
+                    p.copy_(1.0 + 0.1 * noise)
+        model.target_encoder.load_state_dict(model.encoder.state_dict())
+    images = torch.randn(3, 3, STEP_IMG, STEP_IMG, generator=g)
+    enc = [torch.stack([torch.randperm(16, generator=g)[:6].sort().values for _ in range(3)]) for _ in range(2)]
+    pred = [torch.stack([torch.randperm(16, generator=g)[:4].sort().values for _ in range(3)]) for _ in range(3)]
+    return model, images, enc, pred
+
+
+def our_steps(model: ijepa.model.IJEPA, images: torch.Tensor, enc: list[torch.Tensor], pred: list[torch.Tensor],
+              steps: int = 3) -> tuple[list[float], dict[str, torch.Tensor]]:
+    """The trainer's step ``steps`` times (loss, zero_grad, backward, AdamW step at lr 1e-3 and
+    weight decay 0.05, EMA at momentum 0.996): the losses and the first step's gradients."""
+    optimizer = torch.optim.AdamW(param_groups(model.encoder, model.predictor), lr=1e-3, weight_decay=0.05)
+    losses, grads = [], {}
+    for _ in range(steps):
+        loss = model(images, enc, pred)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if not grads:
+            grads = {f"{part}.{n}": p.grad.clone() for part in ("encoder", "predictor")
+                     for n, p in getattr(model, part).named_parameters() if p.requires_grad}
+        optimizer.step()
+        model.update_target(0.996)
+        losses.append(float(loss.detach()))
+    return losses, grads
+
+
+def trained_weights(model: ijepa.model.IJEPA) -> dict[str, torch.Tensor]:
+    """Every parameter of the encoder, predictor and target encoder, by prefixed name."""
+    return {f"{part}.{n}": p.detach().clone() for part in ("encoder", "predictor", "target_encoder")
+            for n, p in getattr(model, part).named_parameters()}
+
+
+def fingerprint(tensors: dict[str, torch.Tensor]) -> float:
+    """The dot product (float64) of all the tensors, flattened in name order, with a fixed
+    random probe: any change of one entry by more than rounding changes it."""
+    flat = torch.cat([tensors[n].double().flatten() for n in sorted(tensors)])
+    probe = torch.randn(flat.numel(), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    return float(flat @ probe)
+
+
+def test_three_steps_compute_the_numbers_recorded_before_the_step_was_sped_up() -> None:
+    """Recorded with the step as it was before its CPU speed work (fused attention, foreach EMA);
+    any later change of the step may move them by rounding only (1e-6 relative; the CPU's
+    vector width alone moves them by up to 2e-7)."""
+    model, images, enc, pred = step_case()
+    losses, grads = our_steps(model, images, enc, pred)
+    assert losses == pytest.approx([0.4331364631652832, 0.42518478631973267, 0.4175727367401123], rel=1e-6)
+    assert fingerprint(grads) == pytest.approx(-0.2728699834608396, rel=1e-6)
+    assert fingerprint(trained_weights(model)) == pytest.approx(-14.517153169597266, rel=1e-6)
+
+
+@pytest.fixture()
+def bench_trainer(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    import bench_trainer
+
+    return bench_trainer
+
+
+def test_our_step_computes_what_the_benchmarks_official_step_computes(bench_trainer: Any) -> None:
+    """bench/bench_trainer.py re-implements the official step (gathers on repeated indices,
+    repeat-and-cat batching, written-out attention, EMA loop over every parameter): from the
+    same weights, images and masks, ours gives the same loss, gradients and three steps."""
+    ours, images, enc, pred = step_case()
+    official, first = copy.deepcopy(ours), copy.deepcopy(ours)
+    our_losses, our_grads = our_steps(ours, images, enc, pred)
+    bench_trainer.official_loss(first, images, enc, pred).backward()
+    official_grads = {f"{part}.{n}": p.grad for part in ("encoder", "predictor")
+                      for n, p in getattr(first, part).named_parameters() if p.requires_grad}
+    optimizer = torch.optim.AdamW(param_groups(official.encoder, official.predictor), lr=1e-3, weight_decay=0.05)
+    official_losses = [float(bench_trainer.official_step(official, optimizer, None, images, enc, pred, 0.996))
+                       for _ in range(3)]
+    assert our_losses == pytest.approx(official_losses, rel=1e-6)
+    assert our_grads.keys() == official_grads.keys()
+    assert all(torch.allclose(our_grads[n], official_grads[n], rtol=1e-5, atol=1e-8) for n in our_grads)
+    weights, official_weights = trained_weights(ours), trained_weights(official)
+    assert all(torch.allclose(weights[n], official_weights[n], rtol=0, atol=1e-6) for n in weights)
