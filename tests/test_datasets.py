@@ -37,7 +37,9 @@ def _no_data_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_registry_lists_every_named_dataset_with_train_and_eval_splits() -> None:
     assert list_datasets() == sorted(["cifar10", "cifar100", "imagenet", "inat2018", "inat2021", "places365",
-                                      "places205", "digits"])
+                                      "places205", "digits", "flowers102", "pets", "dtd", "aircraft", "cars",
+                                      "food101", "sun397", "stl10", "caltech101", "eurosat", "clevr-count",
+                                      "clevr-dist"])
     for name in list_datasets():
         spec = get_spec(name)
         assert spec.train_split in spec.splits and spec.eval_split in spec.splits

@@ -13,6 +13,7 @@ import pytest
 
 from helpers_report import KNN_TOP1, LINEAR_TOP1, LOWSHOT, knn_record, linear_record, write_all
 from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.data import list_datasets
 from jepa_eval.report.build import write_report
 from jepa_eval.report.tables import PUBLISHED_CSV, add_published, load_published, paper_table, to_latex, to_markdown
 from jepa_eval.report.tidy import RECORD_COLUMNS, filter_frame, tidy_frame
@@ -180,7 +181,8 @@ def test_published_csv_holds_the_papers_numbers():
     assert lookup[("I-JEPA", "ViT-H/16-448", "imagenet", "")] == 81.1
     assert lookup[("I-JEPA", "ViT-H/14", "imagenet", "1%")] == 73.3
     assert lookup[("iBOT", "ViT-L/16", "inat2018", "")] == 57.3
-    assert lookup[("MAE", "ViT-H/14", "clevr_count", "")] == 90.5
+    assert lookup[("MAE", "ViT-H/14", "clevr-count", "")] == 90.5
+    assert {d for d in table.dataset if d.startswith("clevr")} <= set(list_datasets())  # report --published matches
     assert PUBLISHED_CSV == Path(str(importlib.resources.files("jepa_eval.report") / "published.csv"))
 
 

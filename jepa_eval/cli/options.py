@@ -34,7 +34,7 @@ TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitr
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random init, splits and sampling.")]
 DataOpt = Annotated[str, typer.Option("--data", help="Dataset name: " + ", ".join(list_datasets() + dataset_prefixes()) + ".")]
 DataRootOpt = Annotated[str | None, typer.Option("--data-root", help="Dataset root (default: $JEPA_EVAL_DATA/<standard folder>).")]
-DownloadOpt = Annotated[bool, typer.Option("--download", help="Download the dataset when torchvision can (CIFAR).")]
+DownloadOpt = Annotated[bool, typer.Option("--download", help="Download the dataset when torchvision can (see README, Datasets).")]
 ModeOpt = Annotated[str | None, typer.Option("--mode", help="Features: " + ", ".join(m for m in FEATURE_MODES if m != "pixels") + " (default: the checkpoint family's, e.g. I-JEPA avgpool, DINO cls).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Data-loader worker processes.")]

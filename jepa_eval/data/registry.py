@@ -91,6 +91,13 @@ def get_spec(name: str) -> DatasetSpec:
     return _SPECS[name]
 
 
+def layouts_at(folder: Path, *, exclude: tuple[str, ...] = ()) -> list[str]:
+    """The registered datasets whose layout ``folder`` holds (one of their markers is there),
+    except those marked by ``exclude``: what a folder given for another dataset is."""
+    return [name for name, spec in sorted(_SPECS.items())
+            if spec.markers and spec.markers != exclude and any((folder / m).exists() for m in spec.markers)]
+
+
 def eval_transform(image_size: int, dataset: str) -> Callable[[Image.Image], torch.Tensor]:
     """The standard evaluation transform of ``dataset`` at ``image_size`` pixels: PIL RGB -> [3, S, S]
     (:func:`~jepa_eval.data.transforms.resize_and_crop`, straight to S x S for small-image datasets)."""
@@ -127,8 +134,12 @@ def resolve_root(spec: DatasetSpec, data_root: str | Path | None = None, *, down
         found = candidates[0]
     if found is None:
         hint = "pass download=True (--download) to fetch it" if spec.download else None
-        raise JepaEvalError(f"dataset {spec.name!r} was not found", expected=spec.layout,
-                            found="; ".join(describe_folder(c) for c in dict.fromkeys(candidates)), hint=hint)
+        seen = []
+        for folder in dict.fromkeys(candidates):
+            others = layouts_at(folder, exclude=spec.markers) if folder.is_dir() else []
+            seen.append(describe_folder(folder) + (f" (the layout of {', '.join(others)})" if others else ""))
+        raise JepaEvalError(f"dataset {spec.name!r} was not found", expected=spec.layout, found="; ".join(seen),
+                            hint=hint)
     return found
 
 
@@ -138,7 +149,8 @@ def build_dataset(name: str, split: str, *, data_root: str | Path | None = None,
 
     ``transform`` maps a PIL RGB image to what ``ds[i]`` returns; by default the dataset's
     evaluation transform at ``image_size`` (a float tensor [3, image_size, image_size]).
-    ``download`` fetches CIFAR through torchvision when its folder is absent.
+    ``download`` fetches the dataset through torchvision when its folder is absent and
+    torchvision can (see each layout).
     """
     spec = get_spec(name)
     if split not in spec.splits:
