@@ -196,11 +196,12 @@ def make_eurosat(root: Path, per_class: int = 5) -> Path:
     return root
 
 
-def make_clevr(root: Path) -> Path:
-    """:data:`CLEVR_SCENES` (train and val; test images without scenes); scenes listed in reverse order."""
+def make_clevr(root: Path, scenes_of: dict[str, list[list[float]]] = CLEVR_SCENES) -> Path:
+    """``scenes_of`` (split -> the depths of each image's objects; by default :data:`CLEVR_SCENES`) for
+    train and val, test images without scenes; scenes listed in reverse order."""
     folder = root / "clevr" / "CLEVR_v1.0"
     for split in ("train", "val", "test"):
-        depths = CLEVR_SCENES.get(split, [[]])
+        depths = scenes_of.get(split, [[]])
         scenes = []
         for index, scene in enumerate(depths):
             name = f"CLEVR_{split}_{index:06d}.png"

@@ -63,7 +63,8 @@ def test_the_installed_package_is_the_wheel_not_the_repository(installed: Path, 
 def test_the_shipped_suites_are_listed_from_any_folder(installed: Path, tmp_path: Path) -> None:
     listed = run_installed(installed, tmp_path, "-m", "jepa_eval", "suite", "--list")
     assert listed.returncode == 0, listed.stderr
-    assert [line.split(":")[0] for line in listed.stdout.splitlines()] == ["case-study", "cpu-quick", "ijepa-paper"]
+    assert [line.split(":")[0] for line in listed.stdout.splitlines()] == ["case-study", "case-study-fewshot", "cpu-quick",
+                                                                        "fewshot-transfer", "ijepa-lowlevel", "ijepa-paper"]
 
 
 def test_ijepa_train_dry_run_reads_a_shipped_config_by_name(installed: Path, tmp_path: Path) -> None:

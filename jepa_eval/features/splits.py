@@ -185,11 +185,17 @@ def seeded_subset(total: int, wanted: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(total, size=wanted, replace=False))
 
 
+def split_labels(dataset: str, split: str, options: ExtractOptions) -> np.ndarray:
+    """The labels int64 [N] of a split, read from its files without decoding an image."""
+    data = build_dataset(dataset, split, data_root=options.data_root, transform=lambda image: image,
+                         download=options.download)
+    return np.asarray(data.targets, dtype=np.int64)
+
+
 def seeded_split_features(backbone: Backbone, dataset: str, split: str, mode: str, options: ExtractOptions,
                           count: int, seed: int) -> tuple[SplitFeatures, int]:
     """Features of ``count`` seeded rows of a split (all rows when it is smaller), and the split's size."""
-    total = len(build_dataset(dataset, split, data_root=options.data_root, image_size=backbone.image_size,
-                              transform=lambda image: image, download=options.download))
+    total = len(split_labels(dataset, split, options))
     picked = seeded_subset(total, count, seed)
     return split_features(backbone, dataset, split, mode, options, subset=picked), total
 

@@ -19,7 +19,9 @@ from jepa_eval.backbones.backbone import Backbone
 from jepa_eval.core.devices import rank
 from jepa_eval.data import get_spec
 from jepa_eval.backbones.spec import ModelSpec
-from jepa_eval.features.splits import ExtractOptions, SplitFeatures, augmented_views, seeded_split_features, split_features, subset_from_file
+from jepa_eval.features.splits import (ExtractOptions, SplitFeatures, augmented_views, seeded_split_features,
+                                       split_features, split_labels, subset_from_file)
+from jepa_eval.pipeline.shots import Draw, evaluate_draws, relative_to, rows_needed, shot_draws
 from jepa_eval.protocols.registry import Inputs, Labelled, Needs, Protocol
 from jepa_eval.results.record import DatasetInfo, FeatureInfo, ModelInfo, ResultRecord
 
@@ -51,6 +53,21 @@ def _extract(backbone: Backbone, dataset: str, split: str, mode: str, options: E
     return part, total
 
 
+def _extract_shots(backbone: Backbone, dataset: str, split: str, mode: str, options: ExtractOptions, needs: Needs,
+                   log: Log | None) -> tuple[SplitFeatures, int, list[Draw]]:
+    """Features of the rows the k-shot draws of ``split`` use, the split's size and the draws."""
+    labels = split_labels(dataset, split, options)
+    draws = shot_draws(labels, needs)
+    rows = rows_needed(draws, labels.size)
+    part = split_features(backbone, dataset, split, mode, options, subset=rows)
+    if log is not None:
+        where = "reused from the feature cache" if part.cache_hit else "extracted"
+        settings = ", ".join(str(s) for s in needs.shots)
+        log(f"features {dataset}/{split} ({mode}): {part.size} of {labels.size} rows for the shots {settings} "
+            f"({where})")
+    return part, int(labels.size), relative_to(draws, rows)
+
+
 def run_protocol(protocol: Protocol, config: Any, spec: ModelSpec, backbone: Backbone, dataset: str, mode: str,
                  options: ExtractOptions, *, split: str | None = None, log: Log | None = None) -> ResultRecord | None:
     """``protocol`` with ``config`` on ``backbone``'s ``mode`` features of ``dataset``.
@@ -63,6 +80,7 @@ def run_protocol(protocol: Protocol, config: Any, spec: ModelSpec, backbone: Bac
     started = time.perf_counter()
     needs = protocol.needs(config)
     data_spec = get_spec(dataset)
+    draws: list[Draw] = []  # k-shot draws of the training split, when the protocol asks for them
     device = None if options.device in (None, "auto") else options.device
     if protocol.splits == ("split",):
         measured = split or data_spec.train_split
@@ -78,15 +96,18 @@ def run_protocol(protocol: Protocol, config: Any, spec: ModelSpec, backbone: Bac
         subset = None  # read first: a bad subset file fails before any extraction
         if needs.train_subset_file is not None:
             subset = subset_from_file(dataset, needs.train_subset_file, options)
-        train, _ = _extract(backbone, dataset, data_spec.train_split, mode, options, needs, log)
+        if needs.shots:
+            train, n_train, draws = _extract_shots(backbone, dataset, data_spec.train_split, mode, options, needs, log)
+        else:
+            train, n_train = _extract(backbone, dataset, data_spec.train_split, mode, options, needs, log)
         test, _ = _extract(backbone, dataset, data_spec.eval_split, mode, options, needs, log)
         inputs = Inputs(train=_labelled(train), eval=_labelled(test), num_classes=train.num_classes,
                         train_subset=subset, device=device, progress=options.progress)
-        info = DatasetInfo(name=dataset, root=train.root, train_split=train.split, n_train=train.size,
+        info = DatasetInfo(name=dataset, root=train.root, train_split=train.split, n_train=n_train,
                            num_classes=train.num_classes, eval_split=test.split, n_eval=test.size)
     if rank() != 0:
         return None
-    evaluation = protocol.evaluate(inputs, config)
+    evaluation = evaluate_draws(protocol, config, inputs, draws) if draws else protocol.evaluate(inputs, config)
     return ResultRecord(protocol=protocol.name, protocol_version=protocol.version, model=model_info(spec, backbone),
                         dataset=replace(info, **evaluation.dataset),
                         features=FeatureInfo(mode=mode, image_size=backbone.image_size),

@@ -2,7 +2,8 @@
 
 A protocol entry names a protocol, a dataset (and split for ``rank``), the feature modes, the
 hyper-parameters (the fields of that protocol's config dataclass) and, for ``transfer``, the
-datasets. A suite file lists entries inline or includes protocol files::
+datasets. An entry of another protocol with ``datasets`` instead of ``dataset`` stands for one
+entry per dataset. A suite file lists entries inline or includes protocol files::
 
     suite: cpu-quick
     description: minutes on a CPU
@@ -78,6 +79,19 @@ def _fail(path: Path, where: str, problem: str, expected: str, found: Any) -> Je
     return JepaEvalError(f"{path}: {where}: {problem}", expected=expected, found=repr(found))
 
 
+def _entries(raw: Any, path: Path, where: str) -> list[ProtocolEntry]:
+    """The entry ``raw``, or one per dataset of a non-transfer entry with ``datasets``."""
+    if not isinstance(raw, dict) or raw.get("protocol") == TRANSFER or "datasets" not in raw or "dataset" in raw:
+        return [_entry(raw, path, where)]
+    datasets = raw["datasets"]
+    if not isinstance(datasets, list) or not datasets or not all(isinstance(d, str) for d in datasets):
+        raise _fail(path, f"{where}.datasets", "datasets must be a list of dataset names",
+                    "a non-empty list of strings", datasets)
+    single = {k: v for k, v in raw.items() if k != "datasets"}
+    return [_entry({**single, "dataset": dataset, **({"name": f"{raw['name']}:{dataset}"} if "name" in raw else {})},
+                   path, f"{where}.datasets[{i}]") for i, dataset in enumerate(datasets)]
+
+
 def _entry(raw: Any, path: Path, where: str) -> ProtocolEntry:
     if not isinstance(raw, dict):
         raise _fail(path, where, "a protocol entry must be a mapping", "keys such as protocol, dataset, params", raw)
@@ -134,7 +148,7 @@ def load_suite(path: str | Path) -> Suite:
         raise JepaEvalError(f"{path} is not valid YAML", expected="a YAML mapping such as protocols/cpu-quick.yaml",
                             found=str(exc).splitlines()[0]) from exc
     if isinstance(raw, dict) and "protocol" in raw:
-        return Suite(name=path.stem, description="", entries=[_entry(raw, path, "protocol")], path=path)
+        return Suite(name=path.stem, description="", entries=_entries(raw, path, "protocol"), path=path)
     if not isinstance(raw, dict) or not isinstance(raw.get("protocols"), list):
         raise _fail(path, "top level", "not a suite", "a mapping with 'suite' and a 'protocols' list", type(raw).__name__)
     unknown = set(raw) - {"suite", "description", "protocols"}
@@ -145,7 +159,7 @@ def load_suite(path: str | Path) -> Suite:
         if isinstance(item, dict) and set(item) == {"include"}:
             entries += load_suite(path.parent / item["include"]).entries
         else:
-            entries.append(_entry(item, path, f"protocols[{index}]"))
+            entries += _entries(item, path, f"protocols[{index}]")
     return Suite(name=str(raw.get("suite", path.stem)), description=str(raw.get("description", "")),
                  entries=entries, path=path)
 

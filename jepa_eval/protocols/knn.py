@@ -15,6 +15,10 @@ with (almost) equal totals, may resolve differently. Tests use data where this c
 on random 384-d features (50,000 train, 10,000 test, k in {10, 20, 100, 200}) top-1 agreed on
 every query and the top-5 order differed on 2 queries at k = 100.
 
+With ``cap_k`` (for k-shot draws, where the training split can be smaller than k), a k above the
+number of training samples N is capped at N: every training sample votes, and the rows of that k
+carry the coordinate ``neighbours`` = N; without it such a k is an error.
+
 Memory is bounded by querying ``batch_size`` test samples at a time: FAISS needs
 O(batch_size x max(k)) for results, the torch backend O(batch_size x N) for similarities;
 neither ever forms the full test x train matrix.
@@ -32,8 +36,9 @@ import torch
 from jepa_eval.core.devices import resolve_device
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols.checks import check_num_classes, check_split_pair
-from jepa_eval.protocols.registry import (Evaluation, Inputs, PlotSpec, Protocol, Selection, Shown, TableSpec, joined,
-                                          option, register)
+from jepa_eval.protocols.registry import (Evaluation, Inputs, Needs, PlotSpec, Protocol, Selection, Shown, TableSpec,
+                                          joined, option, register)
+from jepa_eval.protocols.sampling import shot_seeds_field, shots_field, shots_setting
 from jepa_eval.results.record import Metric
 
 TOP_CLASSES = 5  # ranked classes kept per query, for top-5 accuracy
@@ -51,6 +56,10 @@ class KNNConfig:
     temperature: float = option(0.07, "Vote weight exp(sim/T).")
     batch_size: int = 1024  # test samples per search chunk
     backend: str = "faiss"  # 'faiss' (exact IndexFlatIP) or 'torch' (matmul + topk)
+    shots: tuple[int | str, ...] = shots_field()
+    shot_seeds: int = shot_seeds_field()
+    cap_k: bool = option(False, "Cap a k above the training-set size at that size (all samples vote), "
+                                "e.g. for 1-shot draws of few classes.")
 
 
 def l2_normalize(features: np.ndarray) -> np.ndarray:
@@ -107,16 +116,21 @@ def weighted_vote(sims: np.ndarray, neighbour_labels: np.ndarray, ks: list[int],
     return ranked
 
 
-def _check_ks(ks: tuple[int, ...], num_train: int) -> list[int]:
+def _check_ks(ks: tuple[int, ...], num_train: int, cap: bool) -> list[int]:
     if not ks or min(ks) < 1:
         raise JepaEvalError("k-NN needs positive neighbour counts",
                             expected="k values of at least 1", found=f"ks = {tuple(ks)}")
-    if max(ks) > num_train:
+    if max(ks) > num_train and not cap:
         raise JepaEvalError("k-NN asks for more neighbours than there are training samples",
                             expected=f"k at most {num_train} (the training set size)",
                             found=f"k = {max(ks)}",
                             hint="lower --k or use a larger training split")
     return sorted(set(int(k) for k in ks))
+
+
+def neighbours(k: int, num_train: int) -> int:
+    """The neighbours that vote for a requested ``k``: k, capped at the training-set size."""
+    return min(k, num_train)
 
 
 def _check_config(config: KNNConfig) -> None:
@@ -134,16 +148,17 @@ def _check_config(config: KNNConfig) -> None:
 def _predict(train: np.ndarray, labels: np.ndarray, test: np.ndarray, config: KNNConfig,
              num_classes: int, device: str | torch.device | None) -> dict[int, np.ndarray]:
     _check_config(config)
-    ks = _check_ks(config.ks, train.shape[0])
-    search = BACKENDS[config.backend](l2_normalize(train), max(ks), device)
+    ks = _check_ks(config.ks, train.shape[0], config.cap_k)
+    voting = sorted({neighbours(k, train.shape[0]) for k in ks})
+    search = BACKENDS[config.backend](l2_normalize(train), max(voting), device)
     test = l2_normalize(test)
-    chunks: dict[int, list[np.ndarray]] = {k: [] for k in ks}
+    chunks: dict[int, list[np.ndarray]] = {n: [] for n in voting}
     for start in range(0, test.shape[0], config.batch_size):
         sims, idx = search(test[start:start + config.batch_size])
-        votes = weighted_vote(sims, labels[idx], ks, config.temperature, num_classes)
-        for k, ranked in votes.items():
-            chunks[k].append(ranked)
-    return {k: np.concatenate(parts) for k, parts in chunks.items()}
+        votes = weighted_vote(sims, labels[idx], voting, config.temperature, num_classes)
+        for n, ranked in votes.items():
+            chunks[n].append(ranked)
+    return {k: np.concatenate(chunks[neighbours(k, train.shape[0])]) for k in ks}
 
 
 def knn_predict(train_features: Any, train_labels: Any, test_features: Any,
@@ -177,7 +192,8 @@ def knn_evaluate(train_features: Any, train_labels: Any, test_features: Any, tes
                  device: str | torch.device | None = None) -> list[Metric]:
     """Weighted k-NN accuracy: rows 'top1' and 'top5' (percent) with coords {'k': k} per k.
 
-    With fewer than 5 classes, 'top5' counts a hit among all classes (so it is 100).
+    With fewer than 5 classes, 'top5' counts a hit among all classes (so it is 100). A k capped
+    at the training-set size N (``config.cap_k``) adds the coordinate {'neighbours': N}.
     """
     train, y_train, test, y_test = check_split_pair(train_features, train_labels, test_features, test_labels,
                                                     eval_name="test")
@@ -185,7 +201,8 @@ def knn_evaluate(train_features: Any, train_labels: Any, test_features: Any, tes
     rows: list[Metric] = []
     for k, ranked in _predict(train, y_train, test, config, classes, device).items():
         top1, top5 = ranked_accuracy(ranked, y_test)
-        rows += [Metric("top1", top1, {"k": k}), Metric("top5", top5, {"k": k})]
+        coords = {"k": k} if k <= train.shape[0] else {"k": k, "neighbours": train.shape[0]}
+        rows += [Metric("top1", top1, coords), Metric("top5", top5, dict(coords))]
     return rows
 
 
@@ -214,6 +231,7 @@ def _reference_top1(summary: dict[str, Any]) -> float:
 PROTOCOL = register(Protocol(
     name="knn", version="1", label="k-NN", config=KNNConfig, evaluate=evaluate, caption=_caption,
     summary="weighted k-NN on L2-normalised features (DINO's vote exp(sim / T)), top-1/5 per k",
+    needs=lambda config: Needs(shots=config.shots, shot_seeds=config.shot_seeds), setting=shots_setting,
     headline=("best_top1",), table_coords={"k": REFERENCE_K},
     tables=(TableSpec("top1", "top1", shared=True),),
     plots=(PlotSpec("bars"), PlotSpec("curve", {"x": "k", "x_label": "k (neighbours)", "name": "knn_vs_k"})),

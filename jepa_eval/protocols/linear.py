@@ -19,6 +19,8 @@ top-1/top-5 on the evaluation split are reported. It is not retrained on the ful
 split, so the reported head is exactly the one selected. ``select_on='eval'`` is DINOv2's
 behaviour: the grid trains on all training features and the head is chosen by its top-1 on
 the evaluation split itself (an optimistic number; the result says so in ``selected_on``).
+``select_on='none'`` trains one fixed head (a grid of one) on all training features and chooses
+nothing: for k-shot draws too small to hold anything out (1 image a class).
 
 Features are moved to the device once (CUDA when available); heads train in float32.
 """
@@ -39,11 +41,12 @@ from jepa_eval.core.devices import resolve_device
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.core.progress import progress as progress_bar
 from jepa_eval.protocols.checks import check_num_classes, check_split_pair
-from jepa_eval.protocols.registry import (Evaluation, Inputs, PlotSpec, Protocol, Selection, Shown, Spelling, TableSpec,
-                                          option, register)
+from jepa_eval.protocols.registry import (Evaluation, Inputs, Needs, PlotSpec, Protocol, Selection, Shown, Spelling,
+                                          TableSpec, option, register)
+from jepa_eval.protocols.sampling import shot_seeds_field, shots_field, shots_setting
 from jepa_eval.results.record import Metric, ResultRecord
 
-SELECT_ON = ("val", "eval")
+SELECT_ON = ("val", "eval", "none")
 INIT_STD = 0.01
 BN_EPS = 1e-6
 HEAD_VARIANTS = {"plain": (False,), "bn": (True,), "both": (False, True)}
@@ -69,9 +72,11 @@ class LinearConfig:
     momentum: float = 0.9
     val_fraction: float = option(0.1, "Share of train held out to choose the head.")
     seed: int = 0
-    # 'val' (held out from train) or 'eval' (DINOv2: the reported split)
+    # 'val' (held out from train), 'eval' (DINOv2: the reported split) or 'none' (one fixed head)
     select_on: str = option("val", "Choose the head on the evaluation split (DINOv2's behaviour; recorded).",
                             flag="--select-on-eval", spelling=Spelling(bool, lambda on: "eval" if on else "val", False))
+    shots: tuple[int | str, ...] = shots_field()
+    shot_seeds: int = shot_seeds_field()
 
     def grid(self) -> list[dict[str, Any]]:
         """Every head's hyper-parameters: [{'lr', 'wd', 'batchnorm'}, ...].
@@ -139,10 +144,12 @@ def _check_config(config: LinearConfig) -> None:
         problems.append(f"select_on {config.select_on!r}")
     if config.select_on == "val" and not 0.0 < config.val_fraction < 1.0:
         problems.append(f"val_fraction {config.val_fraction}")
+    if config.select_on == "none" and len(config.grid()) != 1:
+        problems.append(f"select_on 'none' with a grid of {len(config.grid())} heads")
     if problems:
         raise JepaEvalError("invalid linear-probe settings",
                             expected="non-empty lr/wd/batchnorm lists, positive epochs and batch "
-                                     f"size, select_on in {SELECT_ON}, 0 < val_fraction < 1",
+                                     f"size, select_on in {SELECT_ON} (one head for 'none'), 0 < val_fraction < 1",
                             found="; ".join(problems))
 
 
@@ -244,18 +251,23 @@ def linear_probe(train_features: Any, train_labels: Any, eval_features: Any, eva
         fit_x, fit_y = on_device(x_train[fit]), on_device(y_train[fit])
         select_x, select_y = on_device(x_train[held]), on_device(y_train[held])
         eval_x, eval_y = on_device(x_eval), on_device(y_eval)
+    elif config.select_on == "none":  # one head: nothing to choose, no selection split
+        fit_x, fit_y = on_device(x_train), on_device(y_train)
+        eval_x, eval_y = on_device(x_eval), on_device(y_eval)
+        select_x, select_y = fit_x[:0], fit_y[:0]
     else:
         fit_x, fit_y = on_device(x_train), on_device(y_train)
         eval_x, eval_y = select_x, select_y = on_device(x_eval), on_device(y_eval)
     heads = train_heads(fit_x, fit_y, config, classes, progress=progress)
-    select_top1, _ = head_accuracies(heads, select_x, select_y)
+    select_top1 = head_accuracies(heads, select_x, select_y)[0] if select_x.shape[0] else np.full(1, np.nan)
     best = int(np.argmax(select_top1))  # first of equals, in grid order
     eval_top1, eval_top5 = head_accuracies(heads, eval_x, eval_y)
     params = config.grid()
     metrics = [Metric("top1", float(eval_top1[best]), dict(params[best])),
                Metric("top5", float(eval_top5[best]), dict(params[best]))]
-    metrics += [Metric("val_top1", float(v), p) for p, v in zip(params, select_top1)]
-    grid = [{**p, "val_top1": float(v)} for p, v in zip(params, select_top1)]
+    if config.select_on != "none":
+        metrics += [Metric("val_top1", float(v), p) for p, v in zip(params, select_top1)]
+    grid = [{**p, "val_top1": None if np.isnan(v) else float(v)} for p, v in zip(params, select_top1)]
     sizes = {"fit": fit_x.shape[0], "select": select_x.shape[0], "eval": eval_x.shape[0]}
     return LinearResult(metrics=metrics, chosen=grid[best], grid=grid,
                         selected_on=config.select_on, sizes=sizes)
@@ -271,20 +283,25 @@ def evaluate(inputs: Inputs, config: LinearConfig) -> Evaluation:
     return Evaluation(result.metrics, summary, params={"selected_on": result.selected_on})
 
 
+SELECTION_WORDS = {"val": "best head on held-out val", "eval": "best head on the evaluation split",
+                   "none": "one fixed head"}
+
+
 def _caption(shown: Shown) -> str:
-    on = {p.get("selected_on", p.get("select_on", "val")) for p in shown.params}
-    return "linear: best head on " + ("held-out val" if on == {"val"} else "the evaluation split" if on == {"eval"}
-                                      else "held-out val or the evaluation split")
+    on = sorted({p.get("selected_on", p.get("select_on", "val")) for p in shown.params})
+    return "linear: " + " or ".join(SELECTION_WORDS[o] for o in on)
 
 
 def _describe(record: ResultRecord) -> str:
+    on = record.params["selected_on"]
     return (f"linear probe on {record.dataset.name} ({record.features.mode}), "
-            f"head chosen on {record.params['selected_on']}")
+            + ("one fixed head" if on == "none" else f"head chosen on {on}"))
 
 
 PROTOCOL = register(Protocol(
     name="linear", version="1", label="linear", config=LinearConfig, evaluate=evaluate, caption=_caption,
     summary="grid of linear heads (lr x wd x BatchNorm) trained at once, chosen on held-out data",
-    describe=_describe, headline=("top1",), tables=(TableSpec("top1", "top1", shared=True),), plots=(PlotSpec("bars"),),
+    describe=_describe, needs=lambda config: Needs(shots=config.shots, shot_seeds=config.shot_seeds),
+    setting=shots_setting, headline=("top1",), tables=(TableSpec("top1", "top1", shared=True),), plots=(PlotSpec("bars"),),
     transfer=Selection(score=lambda summary: summary["chosen_val_top1"], on="val", by="val_top1"),
 ))

@@ -27,6 +27,8 @@ from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.core.progress import progress as progress_bar
 from jepa_eval.protocols.checks import check_num_classes, check_split_pair
 from jepa_eval.protocols.registry import (Evaluation, Inputs, Needs, PlotSpec, Protocol, TableSpec, option, register)
+from jepa_eval.protocols.sampling import (check_fraction, check_shots, class_members, round_half_up, sample_fraction,
+                                          sample_shots)
 from jepa_eval.results.record import Metric
 
 #: Every other value of DINOv2's grid 10^linspace(-6, 5, 45): half-decade steps, half the cost.
@@ -78,9 +80,9 @@ class LowShotConfig:
         if self.max_iter < 1:
             raise JepaEvalError("max_iter must be positive", found=f"{self.max_iter}")
         for fraction in self.fractions:
-            _check_fraction(fraction)
+            check_fraction(fraction)
         for shots in self.shots:
-            _check_shots(shots)
+            check_shots(shots)
 
 
 @dataclass
@@ -107,74 +109,7 @@ class LogRegModel:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sampling
-
-
-def _round_half_up(x: np.ndarray) -> np.ndarray:
-    return np.floor(x + 0.5).astype(np.int64)
-
-
-def _class_members(labels: np.ndarray) -> dict[int, np.ndarray]:
-    """Indices of each class present in ``labels``, ascending."""
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.size == 0:
-        raise JepaEvalError("labels must be a non-empty 1-D array", found=f"shape {labels.shape}")
-    order = np.argsort(labels, kind="stable")
-    classes, starts = np.unique(labels[order], return_index=True)
-    return dict(zip(classes.tolist(), np.split(order, starts[1:])))
-
-
-def _draw(members: dict[int, np.ndarray], counts: dict[int, int], seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    picked = [rng.permutation(members[c])[:counts[c]] for c in sorted(members)]
-    return np.sort(np.concatenate(picked))
-
-
-def _describe_classes(sizes: dict[int, int], limit: int = 10) -> str:
-    shown = ", ".join(f"class {c}: {n}" for c, n in list(sizes.items())[:limit])
-    more = f" and {len(sizes) - limit} more" if len(sizes) > limit else ""
-    return shown + more
-
-
-def _check_fraction(fraction: float) -> None:
-    if not 0 < fraction <= 1:
-        raise JepaEvalError("a label fraction is out of range", expected="a fraction in (0, 1]",
-                            found=f"{fraction}")
-
-
-def _check_shots(shots: int) -> None:
-    if shots < 1:
-        raise JepaEvalError("the number of shots must be positive", expected="shots >= 1",
-                            found=f"{shots}")
-
-
-def sample_fraction(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of ``round(fraction * n_c)`` seeded samples of each class c (half up).
-
-    A fraction that rounds some class to zero samples is an error naming those classes.
-    """
-    _check_fraction(fraction)
-    members = _class_members(labels)
-    counts = {c: int(_round_half_up(np.array(fraction * idx.size))) for c, idx in members.items()}
-    empty = {c: members[c].size for c, n in counts.items() if n == 0}
-    if empty:
-        raise JepaEvalError(f"the fraction {fraction} leaves {len(empty)} classes without a sample",
-                            expected="round(fraction x class size) >= 1 for every class",
-                            found=f"class sizes {_describe_classes(empty)}",
-                            hint="use a larger fraction or a k-shot setting")
-    return _draw(members, counts, seed)
-
-
-def sample_shots(labels: np.ndarray, shots: int, seed: int) -> np.ndarray:
-    """Sorted indices of ``shots`` seeded samples of each class; a smaller class is an error."""
-    _check_shots(shots)
-    members = _class_members(labels)
-    small = {c: idx.size for c, idx in members.items() if idx.size < shots}
-    if small:
-        raise JepaEvalError(f"{len(small)} classes have fewer than {shots} images",
-                            expected=f"at least {shots} training images in every class",
-                            found=f"class sizes {_describe_classes(small)}")
-    return _draw(members, {c: shots for c in members}, seed)
+# Validation split (the k-shot and fraction samplers are in sampling.py)
 
 
 def validation_split(labels: np.ndarray, val_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -184,12 +119,12 @@ def validation_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
     at least one when it has two or more, none when it has one, so every class keeps a
     training sample. ``val`` is empty when every class has a single sample.
     """
-    members = _class_members(labels)
+    members = class_members(labels)
     rng = np.random.default_rng(seed)
     train, val = [], []
     for c in sorted(members):
         idx = rng.permutation(members[c])
-        n_val = min(idx.size - 1, max(1, int(_round_half_up(np.array(val_fraction * idx.size)))))
+        n_val = min(idx.size - 1, max(1, int(round_half_up(np.array(val_fraction * idx.size)))))
         val.append(idx[:n_val])
         train.append(idx[n_val:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))

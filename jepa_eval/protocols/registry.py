@@ -48,13 +48,18 @@ class Needs:
 
     ``rows``: only that many seeded rows of each split (``rows_seed``), all rows when None.
     ``views``: augmented views of the measured split (LiDAR). ``train_subset_file``: a published
-    subset file naming the training images to use (e.g. ImageNet 1percent.txt).
+    subset file naming the training images to use (e.g. ImageNet 1percent.txt). ``shots``: the
+    protocol is evaluated once per k-shot draw of the training split (k images a class, seeds
+    ``0 .. shot_seeds - 1``; ``'all'``: the whole split once), see :mod:`jepa_eval.protocols.sampling`;
+    empty: once on the whole split.
     """
 
     rows: int | None = None
     rows_seed: int = 0
     views: ViewsNeeded | None = None
     train_subset_file: str | None = None
+    shots: tuple[int | str, ...] = ()
+    shot_seeds: int = 1
 
 
 @dataclass(frozen=True)
