@@ -2,7 +2,7 @@
 
 Benches (each also runnable alone): k-NN (bench_knn), linear probe (bench_linear), low-shot
 logistic regression (bench_lowshot), feature reuse of a suite (bench_reuse), extraction
-throughput (bench_extract), peak memory of a large k-NN (bench_memory) and the I-JEPA trainer
+throughput (bench_extract), the JPEG pipeline against the backbone (bench_loader), peak memory of a large k-NN (bench_memory) and the I-JEPA trainer
 step against a straightforward one (bench_trainer: speed and peak memory). ``latest.md``
 starts with the hardware, the load average before and after, the exact command and the total
 time.
@@ -22,6 +22,7 @@ from pathlib import Path
 import bench_extract
 import bench_knn
 import bench_linear
+import bench_loader
 import bench_lowshot
 import bench_memory
 import bench_reuse
@@ -34,6 +35,7 @@ BENCHES: dict[str, Callable[[bool, int | None], list[Row]]] = {
     "lowshot": bench_lowshot.run,
     "reuse": bench_reuse.run,
     "extract": bench_extract.run,
+    "loader": bench_loader.run,
     "memory": bench_memory.run,
     "trainer": bench_trainer.run,
 }

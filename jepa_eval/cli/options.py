@@ -37,7 +37,7 @@ DataRootOpt = Annotated[str | None, typer.Option("--data-root", help="Dataset ro
 DownloadOpt = Annotated[bool, typer.Option("--download", help="Download the dataset when torchvision can (see README, Datasets).")]
 ModeOpt = Annotated[str | None, typer.Option("--mode", help="Features: " + ", ".join(m for m in FEATURE_MODES if m != "pixels") + " (default: the checkpoint family's, e.g. I-JEPA avgpool, DINO cls).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")]
-WorkersOpt = Annotated[int, typer.Option("--workers", help="Data-loader worker processes.")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Data-loader worker processes that decode images (default: the cores this process may use, at most 8; 0 for in-memory or tiny datasets).")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto, cpu or cuda.")]
 NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")]
 CacheDirOpt = Annotated[str | None, typer.Option("--cache-dir", help="Feature cache folder (default: $JEPA_EVAL_CACHE or ~/.cache/jepa-eval/features).")]
@@ -97,7 +97,7 @@ OPTION_GROUPS: dict[str, list[tuple[str, Any, Any]]] = {
               ("weights", WeightsOpt, None), ("image_size", ImageSizeOpt, None),
               ("trust_checkpoint", TrustOpt, False)],
     "extract": [("seed", SeedOpt, 0), ("data_root", DataRootOpt, None), ("download", DownloadOpt, False),
-                ("batch_size", BatchOpt, 64), ("workers", WorkersOpt, 0),
+                ("batch_size", BatchOpt, 64), ("workers", WorkersOpt, None),
                 ("device", DeviceOpt, "auto"), ("no_cache", NoCacheOpt, False), ("cache_dir", CacheDirOpt, None),
                 ("quiet", QuietOpt, False)],
     "mode": [("mode", ModeOpt, None)],

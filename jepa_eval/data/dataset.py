@@ -71,6 +71,11 @@ class LabeledDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether the images are an in-memory array (nothing to decode from files)."""
+        return self.images is not None
+
     def __getitem__(self, index: int) -> tuple[Any, int]:
         if self.paths is not None:
             image = load_image(self.paths[index])

@@ -33,7 +33,7 @@ class ExtractOptions:
     data_root: str | None = None
     download: bool = False
     batch_size: int = 64
-    num_workers: int = 0
+    num_workers: int | None = None  # None: the available cores, 0 for in-memory or tiny datasets
     device: str | None = None
     cache_dir: str | None = None
     use_cache: bool = True
@@ -132,6 +132,11 @@ def _cached_features(backbone: Backbone, data: Any, mode: str, parts: dict[str, 
     return cached_extract(options.cache(), {**parts, "dtype": compute_dtype(device)}, compute)
 
 
+def decoded(image: Any) -> Any:
+    """The transform that keeps the decoded PIL image (a function, so worker processes can pickle it)."""
+    return image
+
+
 class _SeededViews(torch.utils.data.Dataset):
     """``views`` random-resized crops of each picked image; crop ``j`` of item ``i`` is fixed by the seed."""
 
@@ -140,6 +145,10 @@ class _SeededViews(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.picked) * self.views
+
+    @property
+    def in_memory(self) -> bool:
+        return bool(getattr(self.base, "in_memory", False))
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image_index = self.picked[index // self.views]
@@ -159,7 +168,7 @@ def augmented_views(backbone: Backbone, dataset: str, split: str, mode: str, opt
     from torchvision import transforms as T
 
     raw = build_dataset(dataset, split, data_root=options.data_root, image_size=backbone.image_size,
-                        transform=lambda image: image, download=options.download)
+                        transform=decoded, download=options.download)
     rng = np.random.default_rng(seed)
     count = min(images, len(raw))
     picked = sorted(rng.choice(len(raw), size=count, replace=False).tolist())
@@ -187,8 +196,7 @@ def seeded_subset(total: int, wanted: int, seed: int) -> np.ndarray:
 
 def split_labels(dataset: str, split: str, options: ExtractOptions) -> np.ndarray:
     """The labels int64 [N] of a split, read from its files without decoding an image."""
-    data = build_dataset(dataset, split, data_root=options.data_root, transform=lambda image: image,
-                         download=options.download)
+    data = build_dataset(dataset, split, data_root=options.data_root, transform=decoded, download=options.download)
     return np.asarray(data.targets, dtype=np.int64)
 
 
@@ -205,5 +213,5 @@ def subset_from_file(dataset: str, subset_file: str, options: ExtractOptions) ->
     from jepa_eval.data.subsets import read_subset_file
 
     names = build_dataset(dataset, get_spec(dataset).train_split, data_root=options.data_root,
-                          transform=lambda image: image, download=options.download).sample_names
+                          transform=decoded, download=options.download).sample_names
     return read_subset_file(subset_file, names)
