@@ -213,3 +213,20 @@ def make_checkpoint(family: str, path: str | Path, *, embed_dim: int = 32, depth
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(builders[family](), path)
     return path
+
+
+def save_safetensors(top: dict, path: str | Path) -> Path:
+    """``top`` (a checkpoint as :func:`make_checkpoint` builds it) as a safetensors file: the tensors
+    of a flat state dict, or ``<entry>.<key>`` for those of each entry (what an export of the
+    training file holds; non-tensor parts such as the optimiser state cannot be stored and are left out)."""
+    from safetensors.torch import save_file
+
+    flat: dict[str, Tensor] = {}
+    for key, value in top.items():
+        if isinstance(value, Tensor):
+            flat[key] = value
+        elif isinstance(value, dict):
+            flat.update({f"{key}.{name}": v for name, v in value.items() if isinstance(v, Tensor)})
+    path = Path(path)
+    save_file({k: v.contiguous() for k, v in flat.items()}, path)
+    return path

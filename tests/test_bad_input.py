@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from helpers_ckpt import make_checkpoint
+from helpers_transfer import make_dtd, make_eurosat, make_pets
 from helpers_data import make_imagefolder, make_places365, write_image
 from helpers_faults import Outcome, REPO, all_cache_entries_valid, cache_folders, result_files, run_child, \
     run_main, temp_leftovers, write_bytes
@@ -116,6 +117,31 @@ def _crafted_pickle(ws: Workspace) -> Path:
     return _saved(ws, "crafted.pth", {"model": Payload()})
 
 
+def _release(ws: Workspace, data: str, root: Path) -> list[str]:
+    """``knn`` on ``data`` read from ``root``, a folder in torchvision's layouts."""
+    return ws.eval_args("knn", "--k", "1", "--data-root", str(root), data=data)
+
+
+def _eurosat_short_class(ws: Workspace) -> list[str]:
+    root = make_eurosat(ws.tmp / "tv")
+    for k in range(2, 6):  # Forest keeps one image: none left for train and val
+        (root / "eurosat" / "2750" / "Forest" / f"Forest_{k}.jpg").unlink()
+    return _release(ws, "eurosat", root)
+
+
+def _dtd_without(ws: Workspace, name: str) -> list[str]:
+    root = make_dtd(ws.tmp / "tv")
+    (root / "dtd" / "dtd" / "labels" / name).unlink()
+    return _release(ws, "dtd", root)
+
+
+def _safetensors_unknown(ws: Workspace) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({"conv.weight": torch.zeros(2), "fc.bias": torch.zeros(1)}, ws.tmp / "other.safetensors")
+    return ws.tmp / "other.safetensors"
+
+
 def _suite(ws: Workspace, content: object) -> list[str]:
     return ["suite", str(ws.yaml_file("suite.yaml", content)), "--ckpt", f"m={ws.ijepa}", *ws.outputs()]
 
@@ -155,6 +181,10 @@ CASES = [
          "image_size=36"),
     Case("timm-unknown-model", lambda ws: ws.eval_args("knn", ckpt="timm:vit_nonexistent_model"),
          "vit_nonexistent_model"),
+    Case("safetensors-unknown-layout", lambda ws: ws.eval_args("knn", ckpt=_safetensors_unknown(ws)),
+         "top-level keys [conv.weight, fc.bias]"),
+    Case("hub-id-not-in-cache-offline", lambda ws: ws.eval_args("knn", ckpt="hf:jepa-eval-tests/absent"),
+         "models--jepa-eval-tests--absent"),
     Case("nan-weight-gives-nan-features", lambda ws: ws.eval_args("knn", ckpt=_nan_weight(ws)), "not finite"),
     # feature modes and devices
     Case("feature-mode-unknown", lambda ws: ws.eval_args("knn", "--mode", "gem"), "'gem'"),
@@ -177,6 +207,12 @@ CASES = [
     Case("eval-split-missing", lambda ws: ws.eval_args("knn", "--k", "1", data=_folder(ws, splits=("train",))),
          "split 'val' is missing", cached_ok=True),
     Case("list-file-path-escapes-root", _places_escape, "'/../../../etc/passwd'"),
+    Case("dataset-folder-in-another-layout", lambda ws: _release(ws, "flowers102", make_pets(ws.tmp / "tv")),
+         "(the layout of pets)"),
+    Case("dataset-split-file-missing", lambda ws: _dtd_without(ws, "val1.txt"), "split file val1.txt is missing"),
+    Case("dataset-partition-unknown", lambda ws: _release(ws, "dtd:11", make_dtd(ws.tmp / "tv")),
+         "dtd has no partition 11"),
+    Case("dataset-class-without-images", _eurosat_short_class, "no image of 'Forest'"),
     # protocol parameters
     Case("knn-k-larger-than-train-set", lambda ws: ws.eval_args("knn", "--k", "50"), "k = 50", cached_ok=True),
     Case("knn-k-zero", lambda ws: ws.eval_args("knn", "--k", "0"), "ks = (0,)", cached_ok=True),

@@ -15,7 +15,8 @@ class Backbone:
 
     ``arch`` holds :func:`jepa_eval.backbones.vit.build_vit` keyword arguments, so ``build_vit(**arch)``
     rebuilds the same architecture. ``notes`` records changes made while loading (such as a
-    resampled position embedding).
+    resampled position embedding); ``origin`` where the weights came from when ``source`` does
+    not say it all (``file``, ``hub_id``, ``hub_revision``, ``hub_file``, ``url``).
     """
 
     model: VisionTransformer
@@ -27,6 +28,7 @@ class Backbone:
     default_mode: str
     ignored_keys: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    origin: dict[str, str] = field(default_factory=dict)
 
     @property
     def image_size(self) -> int:

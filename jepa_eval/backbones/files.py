@@ -1,6 +1,9 @@
 """Reading checkpoint files without running code, and the registry of checkpoint families.
 
-``read_checkpoint`` loads a file with ``weights_only=True``. Each family module under
+``read_checkpoint`` loads a file with ``weights_only=True``, or a ``.safetensors`` file (tensors
+only, never pickle; keys ``<entry>.<name>`` of an exported training file, such as
+``target_encoder.module.blocks.0...`` or ``teacher.backbone.blocks.0...``, are regrouped under their
+entry, so every family's layout reads as from its ``.pth`` file). Each family module under
 :mod:`jepa_eval.backbones.families` registers a :class:`FamilyAdapter` (``@register_family``)
 that recognises its layout by the keys and says how to turn it into a canonical timm state dict:
 prefixes stripped only at the start of keys, heads/decoders/predictors set aside by name, and a
@@ -118,8 +121,37 @@ def _torch_load(path: Path, *, weights_only: bool) -> Any:
         raise _not_a_checkpoint(path, exc) from exc
 
 
+SAFETENSORS_SUFFIX = ".safetensors"
+
+
+def _read_safetensors(path: Path) -> dict[str, Any]:
+    """The tensors of a safetensors file; keys ``<entry>.<rest>`` of a family's entry (e.g.
+    ``target_encoder``, ``teacher``, ``model``) regrouped as ``{entry: {rest: tensor}}``."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        flat = load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise JepaEvalError(f"cannot read {path} as a safetensors file",
+                            expected="a file written by safetensors (a JSON header, then tensors)",
+                            found=f"{type(exc).__name__}: {exc}") from exc
+    entries = {entry for adapter in FAMILIES.values() for entry in adapter.entries}
+    if not any(key.split(".", 1)[0] in entries for key in flat):
+        return flat
+    top: dict[str, Any] = {}
+    for key, tensor in flat.items():
+        head, _, rest = key.partition(".")
+        if rest:
+            top.setdefault(head, {})[rest] = tensor
+        else:
+            top[key] = tensor
+    return top
+
+
 def read_checkpoint(path: str | Path, *, trust_checkpoint: bool = False) -> Mapping[str, Any]:
-    """The top-level object of a checkpoint file, loaded with ``weights_only=True``.
+    """The top-level object of a checkpoint file, loaded with ``weights_only=True``, or the
+    tensors of a ``.safetensors`` file (:func:`_read_safetensors`).
 
     Only tensors, plain containers and ``argparse.Namespace`` (the ``args`` of DINO and MAE
     training files) are unpickled. A file needing other Python objects is refused unless
@@ -128,11 +160,14 @@ def read_checkpoint(path: str | Path, *, trust_checkpoint: bool = False) -> Mapp
     path = Path(path)
     if not path.is_file():
         raise JepaEvalError(f"checkpoint {path} is not a file",
-                            expected="a path to a .pth/.pt/.pth.tar file or timm:MODEL_NAME",
+                            expected="a path to a .pth/.pt/.pth.tar/.safetensors file, hf:ORG/NAME or "
+                                     "timm:MODEL_NAME",
                             found="a directory" if path.is_dir() else "no such file")
     if path.stat().st_size == 0:
         raise JepaEvalError(f"checkpoint file {path} is empty", expected="a file written by torch.save",
                             found="0 bytes")
+    if path.name.endswith(SAFETENSORS_SUFFIX):
+        return _read_safetensors(path)
     try:
         top = _torch_load(path, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -160,13 +195,23 @@ def listed_keys(keys: list[str]) -> str:
     return f"[{shown}{f', ... {more} more' if more > 0 else ''}]"
 
 
+TRANSFORMERS_MARKERS = ("embeddings.patch_embeddings.projection.weight", "encoder.layer.0.")
+
+
 def detect_family(top: Mapping[str, Any], source: str = "checkpoint") -> FamilyAdapter:
     """The first registered family that recognises ``top``; an error listing its keys if none."""
     for adapter in FAMILIES.values():
         if adapter.recognise(top):
             return adapter
+    names: list[str] = []
+    for key, value in top.items():
+        names += [f"{key}.{name}" for name in value] if isinstance(value, Mapping) else [str(key)]
+    transformers = any(name.startswith(TRANSFORMERS_MARKERS) for name in names)
     raise JepaEvalError(f"{source} has a layout no checkpoint family recognises",
                         expected=f"one of the layouts of {list_families()}: top-level keys such as "
-                                 "'target_encoder', 'teacher' or 'model', or a flat ViT state dict",
+                                 "'target_encoder', 'teacher' or 'model' (in a .safetensors file, key prefixes "
+                                 "such as 'target_encoder.'), or a flat ViT state dict",
                         found=f"top-level keys {listed_keys([str(k) for k in top])}",
-                        hint="Save the backbone's state dict alone (a flat dict of tensors)")
+                        hint="This is a Hugging Face transformers export, whose names jepa-eval does not map: "
+                             "use timm's port (hf-hub:timm/...) or the original checkpoint file" if transformers
+                        else "Save the backbone's state dict alone (a flat dict of tensors)")

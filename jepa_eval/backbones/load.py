@@ -1,7 +1,9 @@
 """Checkpoint files -> a timm ViT backbone, loaded strictly, read without running code.
 
 ``load_backbone`` takes a file (an I-JEPA, MAE, DINO or DINOv2 training file, a released
-backbone-only state dict or a timm state dict) or ``timm:MODEL_NAME``. The family adapters
+backbone-only state dict or a timm state dict, as ``.pth`` or ``.safetensors``), a Hugging Face
+file ``hf:ORG/NAME[/FILE][@REVISION]`` (or ``hf-hub:``; :mod:`jepa_eval.backbones.hub`) or
+``timm:MODEL_NAME`` (random weights; with a pretrained tag, ``timm:ARCH.TAG``, that tag's weights). The family adapters
 (:mod:`jepa_eval.backbones.files`, one module per family under ``families/``) recognise each
 layout by its keys and convert it to one canonical timm state dict: prefixes such as ``module.`` and ``backbone.``
 are stripped only at the start of keys, heads, decoders and predictors are set aside by name,
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from jepa_eval.backbones import families
 from jepa_eval.backbones.backbone import Backbone
 from jepa_eval.backbones.files import (FamilyAdapter, StateDict, detect_family, is_state_dict, listed_keys,
                                        read_checkpoint, strip_prefixes)
+from jepa_eval.backbones.hub import WEIGHT_FILES, HubFile, hub_file, is_hub_spec, parse_hub_spec, timm_pretrained_file
 from jepa_eval.backbones.vit import STANDARD_HEADS, VIT_SIZES, build_vit, vit_arch
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.core.hashing import file_sha256
@@ -208,10 +212,39 @@ def _load_file(path: Path, *, ckpt_key: str | None, num_heads: int | None,
                    ignored_keys=ignored, notes=notes)
 
 
+IJEPA_PORT_NOTE = ("timm's I-JEPA port holds the context encoder ('encoder' of the official file), not the target "
+                   "encoder the paper evaluates; give the official file (--weights IN1K-vit.h.14-300e.pth.tar) to "
+                   "load its target encoder")
+
+
+def _timm_weights_note(name: str, pretrained: HubFile | None, key: str | None) -> list[str]:
+    """What to say of an I-JEPA tag's weights: which encoder was loaded, against timm's own choice."""
+    if "ijepa" not in name:
+        return []
+    if key == "target_encoder":
+        return ["loaded the official file's target encoder ('target_encoder', as the I-JEPA paper evaluates); "
+                "timm's own loader (pretrained=True) takes its context encoder ('encoder')"]
+    return [IJEPA_PORT_NOTE] if key in (None, "encoder") else []
+
+
+def _normalisation_note(name: str) -> list[str]:
+    """A note when timm's pretrained config normalises otherwise than the ImageNet mean/std used here."""
+    from timm.models import get_pretrained_cfg
+
+    from jepa_eval.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    cfg = get_pretrained_cfg(name) if "." in name else None
+    if cfg is None or (tuple(cfg.mean), tuple(cfg.std)) == (IMAGENET_MEAN, IMAGENET_STD):
+        return []
+    return [f"timm's pretrained config normalises with mean {tuple(cfg.mean)} and std {tuple(cfg.std)}; "
+            "jepa-eval normalises every model with the ImageNet mean and std"]
+
+
 def _load_timm(name: str, *, weights: str | None, ckpt_key: str | None,
-               image_size: int | None, trust_checkpoint: bool, seed: int) -> Backbone:
+               image_size: int | None, trust_checkpoint: bool, seed: int, download: bool) -> Backbone:
     import timm
 
+    pretrained = None if weights is not None else timm_pretrained_file(name, download=download)
     size = {} if image_size is None else {"img_size": image_size}
     try:
         with torch.random.fork_rng(devices=[]):
@@ -230,28 +263,49 @@ def _load_timm(name: str, *, weights: str | None, ckpt_key: str | None,
     fields: dict[str, Any] = {"family": "timm", "source": f"timm:{name}", "ckpt_key": None,
                               "sha256": f"random:{name}:seed{seed}", "default_mode": "cls",
                               "notes": [f"random initialisation (seed {seed})"]}
-    if weights is not None:
-        top = read_checkpoint(weights, trust_checkpoint=trust_checkpoint)
-        state, key = _select_entry(top, (), ckpt_key, weights)
-        canonical, ignored = _split_keys(state, families.adapter("timm"))
-        fields.update(ckpt_key=key, sha256=file_sha256(weights), ignored_keys=ignored,
-                      notes=[f"weights from {weights}"])
+    source = weights if weights is not None else None if pretrained is None else str(pretrained.path)
+    if source is not None:
+        top = read_checkpoint(source, trust_checkpoint=trust_checkpoint)
+        adapter = detect_family(top, source)
+        state, key = _select_entry(top, adapter.entries, ckpt_key, source)
+        # the model is built without a classifier: what the timm layout sets aside (its head) is never part of it
+        timm_ignored = families.adapter("timm").ignore
+        canonical, ignored = _split_keys(state, replace(adapter, ignore=(*adapter.ignore, *timm_ignored)))
+        where = f"{source} ['{key}']" if key else source
+        fields.update(ckpt_key=key, sha256=file_sha256(source), ignored_keys=ignored,
+                      notes=[f"weights from {where}", *_timm_weights_note(name, pretrained, key),
+                             *_normalisation_note(name)],
+                      origin={"file": str(source), **(pretrained.origin() if pretrained is not None else {})})
         _resample_pos_embed(canonical, model, fields["notes"])
-        _load_strict(model, canonical, weights)
+        _load_strict(model, canonical, source)
     return _finish(model, **fields)
+
+
+def _load_hub(spec: str, *, download: bool, **options: Any) -> Backbone:
+    """A model file of the Hugging Face cache (:mod:`jepa_eval.backbones.hub`), loaded as a file."""
+    repo_id, filename, revision = parse_hub_spec(spec)
+    found = hub_file(repo_id, (filename,) if filename else WEIGHT_FILES, revision, download=download)
+    backbone = _load_file(found.path, **options)
+    backbone.origin = found.origin()
+    backbone.notes.append(f"Hugging Face {repo_id} at commit {found.hub_revision}, file {found.hub_file}")
+    if "ijepa" in repo_id.lower() and backbone.ckpt_key in (None, "encoder"):
+        backbone.notes.append(IJEPA_PORT_NOTE)
+    return backbone
 
 
 def load_backbone(spec: str, *, ckpt_key: str | None = None, num_heads: int | None = None,
                   weights: str | None = None, image_size: int | None = None,
-                  trust_checkpoint: bool = False, seed: int = 0) -> Backbone:
-    """Load ``spec`` (a checkpoint file or ``timm:MODEL_NAME``) as an eval-mode timm ViT.
+                  trust_checkpoint: bool = False, seed: int = 0, download: bool = False) -> Backbone:
+    """Load ``spec`` (a checkpoint file, ``hf:ORG/NAME[/FILE][@REVISION]``, ``hf-hub:ORG/NAME`` or
+    ``timm:MODEL_NAME[.TAG]``) as an eval-mode timm ViT.
 
     ``ckpt_key`` picks the top-level entry (default: the family's, e.g. ``target_encoder``
     for I-JEPA, ``teacher`` for DINO); ``num_heads`` overrides the head count read from the
     width; ``image_size`` (pixels) resamples the position embedding when it differs from the
     checkpoint's grid; ``weights`` is a state dict file for a ``timm:`` model, which is
-    otherwise randomly initialised with ``seed``. See :func:`read_checkpoint` for
-    ``trust_checkpoint``.
+    otherwise randomly initialised with ``seed`` unless its name carries a pretrained tag. Hub
+    files and tags come from the local caches; ``download`` allows the network when they are not
+    there. See :func:`read_checkpoint` for ``trust_checkpoint``.
     """
     if spec.startswith("timm:"):
         if num_heads is not None:
@@ -259,10 +313,13 @@ def load_backbone(spec: str, *, ckpt_key: str | None = None, num_heads: int | No
                                 expected="no num_heads with timm:MODEL_NAME",
                                 found=f"num_heads={num_heads}", hint="The timm model name fixes the heads")
         return _load_timm(spec.removeprefix("timm:"), weights=weights, ckpt_key=ckpt_key,
-                          image_size=image_size, trust_checkpoint=trust_checkpoint, seed=seed)
+                          image_size=image_size, trust_checkpoint=trust_checkpoint, seed=seed, download=download)
     if weights is not None:
         raise JepaEvalError("weights applies to timm:MODEL_NAME only",
                             expected="a timm:MODEL_NAME spec with weights", found=f"spec {spec}",
                             hint="Pass the checkpoint file itself as the spec")
-    return _load_file(Path(spec), ckpt_key=ckpt_key, num_heads=num_heads, image_size=image_size,
-                      trust_checkpoint=trust_checkpoint)
+    options: dict[str, Any] = {"ckpt_key": ckpt_key, "num_heads": num_heads, "image_size": image_size,
+                               "trust_checkpoint": trust_checkpoint}
+    if is_hub_spec(spec):
+        return _load_hub(spec, download=download, **options)
+    return _load_file(Path(spec), **options)

@@ -24,7 +24,7 @@ from jepa_eval.features.splits import ExtractOptions
 console = Console(stderr=True)
 stdout = Console()
 
-CkptOpt = Annotated[str, typer.Option("--ckpt", help="Checkpoint file, or timm:MODEL_NAME (random init unless --weights).")]
+CkptOpt = Annotated[str, typer.Option("--ckpt", help="Checkpoint file (.pth, .safetensors), hf:ORG/NAME[@REVISION], hf-hub:ORG/NAME, timm:MODEL_NAME (random init unless --weights) or timm:MODEL_NAME.TAG (its pretrained weights), random:PATH, pixels:SIZE.")]
 NameOpt = Annotated[str | None, typer.Option("--name", help="Model name in results (default: file name).")]
 CkptKeyOpt = Annotated[str | None, typer.Option("--ckpt-key", help="State dict inside the file: target_encoder (I-JEPA default), encoder, teacher, student, model.")]
 HeadsOpt = Annotated[int | None, typer.Option("--num-heads", help="Attention heads, when the width is not a standard one.")]
@@ -34,7 +34,7 @@ TrustOpt = Annotated[bool, typer.Option("--trust-checkpoint", help="Allow arbitr
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for random init, splits and sampling.")]
 DataOpt = Annotated[str, typer.Option("--data", help="Dataset name: " + ", ".join(list_datasets() + dataset_prefixes()) + ".")]
 DataRootOpt = Annotated[str | None, typer.Option("--data-root", help="Dataset root (default: $JEPA_EVAL_DATA/<standard folder>).")]
-DownloadOpt = Annotated[bool, typer.Option("--download", help="Download the dataset when torchvision can (see README, Datasets).")]
+DownloadOpt = Annotated[bool, typer.Option("--download", help="Allow the network: download a missing dataset (when torchvision can) or a hub model missing from the local cache.")]
 ModeOpt = Annotated[str | None, typer.Option("--mode", help="Features: " + ", ".join(m for m in FEATURE_MODES if m != "pixels") + " (default: the checkpoint family's, e.g. I-JEPA avgpool, DINO cls).")]
 BatchOpt = Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="Data-loader worker processes that decode images (default: the cores this process may use, at most 8; 0 for in-memory or tiny datasets).")]
@@ -122,7 +122,8 @@ class Shared:
         v = self.values
         return ModelSpec(ckpt=ckpt, name=v.get("name"), ckpt_key=v.get("ckpt_key"), num_heads=v.get("num_heads"),
                          weights=v.get("weights"), image_size=v.get("image_size"),
-                         trust_checkpoint=v.get("trust_checkpoint", False), seed=v.get("seed", 0))
+                         trust_checkpoint=v.get("trust_checkpoint", False), seed=v.get("seed", 0),
+                         download=v.get("download", False))
 
     @property
     def options(self) -> ExtractOptions:

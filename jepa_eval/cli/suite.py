@@ -37,7 +37,7 @@ def suite(suite_file: Annotated[str | None, typer.Argument(help="Suite file, or 
                             found=f"suite {suite_file!r}, {len(ckpt or [])} --ckpt",
                             hint="jepa-eval suite --list shows the shipped suites")
     loaded = load_suite(resolve_suite(suite_file))
-    models = parse_model_specs(ckpt, ckpt_key, trust_checkpoint, shared.seed)
+    models = parse_model_specs(ckpt, ckpt_key, trust_checkpoint, shared.seed, shared.download)
     results_dir = shared.results_dir
     c.console.print(f"suite {loaded.name}: {len(loaded.entries)} protocols x {len(models)} models -> {results_dir}")
     outcome = run_suite(loaded, models, shared.options, results_dir, force=force, debug=debug, log=c.console.print)

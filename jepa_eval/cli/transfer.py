@@ -37,7 +37,7 @@ def transfer(ckpt: Annotated[list[str], typer.Option("--ckpt", help="Checkpoint 
         table.add_column(dataset, justify="right")
     records = []
     for entry in ckpt:
-        spec = parse_model_specs([entry], ckpt_key, trust_checkpoint, shared.seed)[0]
+        spec = parse_model_specs([entry], ckpt_key, trust_checkpoint, shared.seed, shared.download)[0]
         spec.num_heads, spec.image_size = num_heads, image_size
         backbone = spec.load()
         c.console.print(f"model: {backbone.describe()}")

@@ -31,7 +31,7 @@ Log = Callable[[str], Any]
 def model_info(spec: ModelSpec, backbone: Backbone) -> ModelInfo:
     """The ``model`` block of a result record."""
     return ModelInfo(name=spec.display_name(), path=backbone.source, sha256=backbone.sha256, family=backbone.family,
-                     ckpt_key=backbone.ckpt_key, arch=backbone.arch)
+                     ckpt_key=backbone.ckpt_key, arch=backbone.arch, **backbone.origin, notes=list(backbone.notes) or None)
 
 
 def _labelled(part: SplitFeatures) -> Labelled:

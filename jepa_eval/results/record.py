@@ -48,7 +48,13 @@ class Metric:
 class ModelInfo:
     """Which backbone produced the numbers: display ``name``, ``path`` (or spec) it was loaded
     from, the file's ``sha256`` (None for a training run's folder), checkpoint ``family``, the
-    state dict used (``ckpt_key``) and the architecture (``build_vit`` arguments)."""
+    state dict used (``ckpt_key``) and the architecture (``build_vit`` arguments).
+
+    Where the weights came from, when ``path`` does not say it all (optional, written only when
+    set, so older records read unchanged): the local ``file`` read, the Hugging Face ``hub_id``,
+    the commit ``hub_revision`` and the ``hub_file`` in that repository, or the ``url``; and the
+    loader's ``notes`` (e.g. which I-JEPA encoder a timm port holds).
+    """
 
     name: str
     path: str
@@ -56,6 +62,18 @@ class ModelInfo:
     family: str
     ckpt_key: str | None
     arch: dict[str, Any]
+    file: str | None = None
+    hub_id: str | None = None
+    hub_revision: str | None = None
+    hub_file: str | None = None
+    url: str | None = None
+    notes: list[str] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``model`` block of a result file: the identity always, provenance fields when set."""
+        block = asdict(self)
+        optional = ("file", "hub_id", "hub_revision", "hub_file", "url", "notes")
+        return {k: v for k, v in block.items() if k not in optional or v is not None}
 
 
 @dataclass
@@ -128,7 +146,7 @@ class ResultRecord:
     def to_json(self) -> dict[str, Any]:
         """The record as the JSON object of its result file."""
         return {"protocol": self.protocol, "protocol_version": self.protocol_version,
-                "model": asdict(self.model), "dataset": _without_none(self.dataset),
+                "model": self.model.as_dict(), "dataset": _without_none(self.dataset),
                 "features": _without_none(self.features), "params": self.params,
                 "metrics": [m.as_dict() for m in self.metrics], "summary": self.summary,
                 "run_id": self.run_id, "created": self.created, "command": self.command,
