@@ -188,6 +188,20 @@ def test_download_asks_the_network_only_after_the_cache_and_only_when_allowed(tm
     assert backbone.origin["hub_revision"] == COMMIT
 
 
+def test_a_failed_download_is_one_paragraph(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def unreachable(repo_id: str, filename: str, *, revision: str | None = None, local_files_only: bool = False) -> str:
+        if local_files_only:
+            raise LocalEntryNotFoundError("not cached")
+        raise OSError("[Errno 101] Network is unreachable")
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", unreachable)
+    with pytest.raises(JepaEvalError, match="downloading model.safetensors of hf:org/x failed.*Network is unreachable"):
+        load_backbone("hf:org/x", download=True)
+
+
 # --- timm pretrained tags ------------------------------------------------------------------------------
 
 def test_a_timm_tag_with_a_hub_repository_loads_its_weights_from_the_cache(tmp_path: Path, hub_cache: Path) -> None:

@@ -4,6 +4,7 @@ paper tables with a column per setting."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -139,3 +140,31 @@ def test_paper_tables_show_one_column_per_shot_setting(options: ExtractOptions) 
     whole = next(m.value for m in record.metrics if m.name == "top1" and "shots" not in m.coords)
     assert table.cells[("pixels", ("knn", "digits", ""))].mean == whole
     assert "| model | k-NN digits 1-shot | k-NN digits |" in to_markdown(table)  # 1, 10, all: as LeJEPA
+
+
+def test_the_knn_command_takes_shots_and_prints_each_settings_summary(tmp_path: Path) -> None:
+    from helpers_faults import run_main
+
+    outcome = run_main("jepa-eval", ["knn", "--ckpt", "pixels:8", "--data", "digits", "--shots", "1,all",
+                                     "--shot-seeds", "2", "--cap-k", "--k", "20", "--results-dir", str(tmp_path / "r"),
+                                     "--cache-dir", str(tmp_path / "c"), "--quiet"])
+    assert outcome.code == 0, outcome.stderr
+    assert "best_top1[shots=1]: " in outcome.stdout and "\nbest_top1: " in outcome.stdout
+    (path,) = (tmp_path / "r").glob("*.json")
+    record = json.loads(path.read_text())
+    assert record["params"]["shots"] == [1, "all"] and record["params"]["cap_k"] is True
+    assert {(m.get("shots"), m.get("seed"), m.get("neighbours")) for m in record["metrics"]} == {
+        (1, 0, 10), (1, 1, 10), (None, None, None)}
+
+
+def test_the_knn_curve_draws_one_line_per_shot_setting(options: ExtractOptions, tmp_path: Path) -> None:
+    from jepa_eval.report.plots import plot_curve
+
+    spec = ModelSpec("pixels:8", name="pixels")
+    config = KNNConfig(ks=(10, 20), shots=(1, "all"), shot_seeds=2, cap_k=True)
+    record = run_protocol(get_protocol("knn"), config, spec, spec.load(), "digits", "pixels", options)
+    plot_curve(tidy_frame([record]), tmp_path / "curve", protocol="knn", x="k")
+    lines = (tmp_path / "curve.csv").read_text().splitlines()
+    by_label = {(row.split(",")[1], row.split(",")[2]): int(row.split(",")[-1]) for row in lines[1:]}
+    assert by_label == {("pixels", "10"): 1, ("pixels", "20"): 1, ("pixels (1-shot)", "10"): 2,
+                        ("pixels (1-shot)", "20"): 2}  # seeds of a setting, never mixed with another

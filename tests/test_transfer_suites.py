@@ -36,8 +36,7 @@ def test_the_case_study_variant_differs_from_fewshot_transfer_only_in_its_datase
     shipped, variant = (load_suite(resolve_suite(name)) for name in ("fewshot-transfer", "case-study-fewshot"))
     settings = {(e.protocol, repr(e.params)) for e in shipped.entries}
     assert {(e.protocol, repr(e.params)) for e in variant.entries} == settings
-    assert {e.dataset for e in variant.entries} == {"imagefolder:.cache/case-study/cifar10",
-                                                     "imagefolder:.cache/case-study/imagenette"}
+    assert {e.dataset for e in variant.entries} == {"cifar10", "imagefolder:.cache/case-study/imagenette"}
 
 
 @pytest.fixture()

@@ -85,14 +85,14 @@ def _describe_cached(repo_id: str) -> str:
 def hub_file(repo_id: str, filenames: tuple[str, ...], revision: str | None, *, download: bool) -> HubFile:
     """The first of ``filenames`` the repository has at ``revision``: from the cache, else (when
     ``download``) from the network into the cache; an error naming the cache's content otherwise."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+    import huggingface_hub
+    from huggingface_hub.errors import LocalEntryNotFoundError, RemoteEntryNotFoundError
 
     for filename in filenames:
         try:
-            path = hf_hub_download(repo_id, filename, revision=revision, local_files_only=True)
+            path = huggingface_hub.hf_hub_download(repo_id, filename, revision=revision, local_files_only=True)
             return HubFile(Path(path), repo_id, _cached_commit(Path(path)), filename)
-        except (LocalEntryNotFoundError, EntryNotFoundError):
+        except LocalEntryNotFoundError:
             continue
     wanted = f"hf:{repo_id}" + (f"@{revision}" if revision else "")
     if not download:
@@ -104,11 +104,11 @@ def hub_file(repo_id: str, filenames: tuple[str, ...], revision: str | None, *, 
                                  f"`hf download {repo_id}` where there is internet")
     for filename in filenames:
         try:
-            path = hf_hub_download(repo_id, filename, revision=revision)
+            path = huggingface_hub.hf_hub_download(repo_id, filename, revision=revision)
             return HubFile(Path(path), repo_id, _cached_commit(Path(path)), filename)
-        except EntryNotFoundError:
+        except RemoteEntryNotFoundError:  # the repository has no such file: try the next name
             continue
-        except (HfHubHTTPError, OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # network, offline mode, unknown repository or revision
             offline = " (HF_HUB_OFFLINE is set)" if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true") else ""
             raise JepaEvalError(f"downloading {filename} of {wanted} failed{offline}",
                                 expected="a public (or logged-in) Hugging Face model repository and internet access",

@@ -85,8 +85,8 @@ def finish(record: ResultRecord, results_dir: Path, as_json: bool, title: str) -
         stdout.print_json(json.dumps(record.to_json(), default=str))
     else:
         stdout.print(metrics_table(record, title))
-        for key, value in record.summary.items():
-            stdout.print(f"{key}: {_format(value)}")
+        for key, value in record.summary.items():  # keys such as top1[shots=1]: not rich markup
+            stdout.print(f"{key}: {_format(value)}", markup=False, highlight=False)
         stdout.print(f"result file: {path}")
     return path
 

@@ -40,7 +40,8 @@ def suite(suite_file: Annotated[str | None, typer.Argument(help="Suite file, or 
     models = parse_model_specs(ckpt, ckpt_key, trust_checkpoint, shared.seed, shared.download)
     results_dir = shared.results_dir
     c.console.print(f"suite {loaded.name}: {len(loaded.entries)} protocols x {len(models)} models -> {results_dir}")
-    outcome = run_suite(loaded, models, shared.options, results_dir, force=force, debug=debug, log=c.console.print)
+    outcome = run_suite(loaded, models, shared.options, results_dir, force=force, debug=debug,
+                        log=lambda line: c.console.print(line, markup=False, highlight=False))  # top1[shots=1]
     c.stdout.print(f"{len(outcome.written)} results written, {len(outcome.skipped)} skipped, {len(outcome.failed)} failed")
     if report_dir is not None:
         write_report_files(results_dir, report_dir, suite_name=loaded.name, with_published=False)

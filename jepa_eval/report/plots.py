@@ -151,9 +151,10 @@ def plot_label_curves(frame: pd.DataFrame, stem: str | Path, *, protocol: str, m
 def plot_curve(frame: pd.DataFrame, stem: str | Path, *, protocol: str, x: str, x_label: str | None = None,
                metric: str = "top1", select: Mapping[str, Any] | None = None) -> list[Path]:
     """Accuracy against the coordinate ``x`` (e.g. k-NN's k; a log axis when it spans a factor of
-    10), one panel per dataset, one line per model, ± std over seeds."""
+    10), one panel per dataset, one line per model and setting (e.g. '1-shot'), ± std over seeds."""
     rows = select_rows(frame, protocol=protocol, metric=metric, select=select, defaults=False)
-    rows = rows.assign(label=variant_labels(rows, ["dataset", x]))
+    models = variant_labels(rows, ["dataset", "setting", x])
+    rows = rows.assign(label=[f"{m} ({s})" if s else m for m, s in zip(models, rows["setting"])])
     data = _seed_stats(rows, ["dataset", "label", x])
     datasets = sorted(data["dataset"].unique())
     fig, axes = _figure(len(datasets))
