@@ -57,7 +57,7 @@ class LiveTable:
         self.rows.append(cells)
         if self.live is None:
             shown = ", ".join(f"{k} {v}" for k, v in zip(COLUMNS, cells[2:-1]) if v != "-")
-            c.console.print(f"epoch {epoch} ({name}): {shown} [{status}]", highlight=False, markup=False)
+            c.console.print(f"epoch {epoch} ({name}): {shown} [{status}]", highlight=False, markup=False, soft_wrap=True)
             return
         table = Table(title="monitor", title_justify="left")
         for column in ("epoch", "checkpoint", *COLUMNS, "status"):
@@ -165,7 +165,8 @@ class Session:
 
 
 def say(message: str) -> None:
-    c.console.print(message, highlight=False)
+    """One line on standard error (rich markup allowed; never wrapped, so log lines stay whole)."""
+    c.console.print(message, highlight=False, soft_wrap=True)
 
 
 WATCHING = (("follow", FollowOpt, False), ("poll", PollOpt, 30.0), ("until_epoch", UntilOpt, None),
