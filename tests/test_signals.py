@@ -96,9 +96,16 @@ def test_the_monitors_mode_is_the_default_and_a_retrained_folder_gives_no_traini
     assert "jepa-ep4.pth.tar" in gathered.notes[0] and "log of another run" in gathered.notes[0]
 
 
-def test_the_monitors_own_knn_can_be_the_accuracy(run: dict) -> None:
+def test_the_monitors_own_knn_can_be_the_accuracy_and_the_log_counts_if_no_file_is_newer(run: dict) -> None:
     gathered = gather(load_records(run["records"]), run["folder"], SignalsConfig(accuracy="monitor-knn"))
     assert [p["accuracy"] for p in gathered.points] == [r * 3 for r in RANKME]
+    # no record names the files' hashes, and they were written after the monitor record's date
+    assert not any("train_loss" in p for p in gathered.points) and "changed" in gathered.notes[0]
+    (monitor,) = [r for r in load_records(run["records"]) if r.protocol == "monitor"]
+    monitor.created, monitor.run_id = "2999-01-01T00:00:00+00:00", "later-monitor"
+    write_record(monitor, run["records"])
+    gathered = gather(load_records(run["records"]), run["folder"], SignalsConfig(accuracy="monitor-knn"))
+    assert [p["train_loss"] for p in gathered.points] == pytest.approx(LOSS)
 
 
 def test_a_run_without_a_monitor_record_is_an_error_that_says_what_to_run(run: dict, tmp_path: Path) -> None:

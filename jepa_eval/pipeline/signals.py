@@ -7,14 +7,15 @@ checkpoint: matched by content hash where the monitor recorded one, else by file
 ``ep`` file; a ``latest`` path names a different state each epoch, so it needs the hash). The
 training loss is the monitor's own ``train_loss`` row; records written before it existed get
 it from the CSV log beside the checkpoints, but only while those checkpoints are still the
-ones that were evaluated (the same sha256 as in the accuracy records): a folder trained again
-since has a log of another run.
+ones that were evaluated (the sha256 a record names, else not modified since the monitor record
+was made): a folder trained again since has a log of another run.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
+from datetime import datetime, timezone
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -108,7 +109,10 @@ def gather(records: list[ResultRecord], run_dir: Path, config: SignalsConfig, da
         notes.append(f"{len(points) - len(gathered)} of {len(points)} checkpoints have no {config.accuracy} "
                      f"record on {data} ({mode})")
     if "train_loss" in config.signals and gathered and not any("train_loss" in p for p in gathered):
-        notes += _log_losses(gathered, run_dir, evaluated)
+        for point in points:  # the monitor's own hash of what it measured, where it has one
+            if point.coords.get("ckpt_sha256"):
+                evaluated.setdefault(str(point.coords["checkpoint"]), str(point.coords["ckpt_sha256"]))
+        notes += _log_losses(gathered, run_dir, evaluated, datetime.fromisoformat(monitor.created))
     return Gathered(gathered, monitor, sorted(used), data, mode, notes)
 
 
@@ -133,21 +137,37 @@ def _accuracy(point: Point, by: dict[str, list[tuple[ResultRecord, float]]], run
     return sum(v for _, v in matches) / len(matches)
 
 
-def _log_losses(points: list[dict[str, Any]], run_dir: Path, evaluated: dict[str, str]) -> list[str]:
-    """Add ``train_loss`` from the run's CSV log, when the checkpoints are still the evaluated ones."""
+def _log_losses(points: list[dict[str, Any]], run_dir: Path, evaluated: dict[str, str], measured: datetime) -> list[str]:
+    """Add ``train_loss`` from the run's CSV log, when the checkpoints are still the evaluated
+    ones: the same sha256 where a record names it, else not modified since the monitor
+    record was made (``measured``)."""
     losses = run_epoch_losses(run_dir)
     if losses is None:
         return [f"no training loss: the monitor record has none and {run_dir} has no *_r0.csv log"]
-    changed = [name for name, sha in evaluated.items()
-               if not (run_dir / name).is_file() or file_sha256(run_dir / name) != sha]
+    changed = []
+    for point in points:
+        name = str(point["checkpoint"])
+        path = run_dir / name
+        if not path.is_file():
+            changed.append(name)
+        elif name in evaluated:
+            if file_sha256(path) != evaluated[name]:
+                changed.append(name)
+        elif datetime.fromtimestamp(path.stat().st_mtime, timezone.utc) > measured:
+            changed.append(name)
     if changed:
-        return [f"no training loss: {', '.join(sorted(changed))} in {run_dir} changed (or went) since the accuracy "
-                f"records were made, so {losses.source.name} is the log of another run"]
+        return [f"no training loss: {', '.join(sorted(changed, key=_natural))} in {run_dir} changed (or went) "
+                f"since it was evaluated, so {losses.source.name} is the log of another run"]
     for point in points:
         if point["epoch"] in losses.losses:
             point["train_loss"] = losses.losses[point["epoch"]]
-    checked = "" if evaluated else " (not checked against the checkpoints: no accuracy record names their hash)"
-    return [f"training loss from {losses.source.name}{checked}"]
+    return [f"training loss from {losses.source.name}"]
+
+
+def _natural(name: str) -> tuple[int, str]:
+    """'jepa-ep2' before 'jepa-ep10'."""
+    digits = "".join(ch for ch in name if ch.isdigit())
+    return (int(digits) if digits else -1, name)
 
 
 def signals_record(gathered: Gathered, config: SignalsConfig, started: float | None = None) -> ResultRecord:
