@@ -136,5 +136,7 @@ def test_a_second_monitor_continues_the_first_ones_record_and_measures_only_new_
     assert "continuing the" in second.output and "epoch 1 (" not in second.output
     (record,) = load_records(results)  # one result file for the run
     assert sorted({m.coords["epoch"] for m in record.metrics}) == [1, 2]
+    again = _cli([str(run), "--follow", "--poll", "0.01", "--until-epoch", "2"], results, cache)
+    assert again.exit_code == 0 and "epoch 2 (" not in again.output  # nothing new to measure
     fresh = _cli([str(run), "--fresh"], results, cache)
     assert fresh.exit_code == 0 and len(load_records(results)) == 2

@@ -145,3 +145,14 @@ def test_a_one_off_scan_reports_an_unreadable_file_instead_of_waiting(tmp_path: 
     watcher = CheckpointWatcher(tmp_path, tmp_path / "snapshots", patient=False)
     with pytest.raises(JepaEvalError, match="cannot read checkpoint"):
         watcher.poll()
+
+
+def test_a_patient_watcher_waits_for_the_training_folder_to_appear(tmp_path: Path) -> None:
+    clock, messages = Clock(), []
+    watcher = CheckpointWatcher(tmp_path / "run", tmp_path / "snapshots", settle_s=3600.0, clock=clock,
+                                log=messages.append)
+    assert settled(watcher, clock) == [] and messages == [f"waiting for the training folder {tmp_path / 'run'} to appear"]
+    (tmp_path / "run").mkdir()
+    data = state_bytes(1)
+    (tmp_path / "run" / "jepa-latest.pth.tar").write_bytes(data)
+    assert settled(watcher, clock) == [(1, "jepa-latest.pth.tar", sha(data))]

@@ -92,12 +92,14 @@ class Session:
         self.monitor = RunMonitor(run_dir, data, config, shared.options, mode=shared.mode,
                                   results_dir=shared.results_dir, resume=earlier)
         self.plot: Path | None = None
+        self.follow = False
 
     def run(self, *, follow: bool, poll: float, until_epoch: int | None, settle: float, wait_timeout: float) -> str:
         """Measure the checkpoints (and, with ``follow``, keep watching); why it stopped."""
         from jepa_eval.pipeline.monitor import follow_run
         from jepa_eval.pipeline.watch import CheckpointWatcher
 
+        self.follow = follow
         table = LiveTable(on_terminal=sys.stderr.isatty() and not self.shared.json_out)
         with tempfile.TemporaryDirectory(prefix="jepa-eval-monitor-") as snapshots:
             watcher = CheckpointWatcher(self.run_dir, Path(snapshots), settle_s=settle, timeout_s=wait_timeout,
@@ -118,30 +120,37 @@ class Session:
                 table.close()
 
     def _added(self, added: Any, table: LiveTable) -> None:
-        """Show a measured checkpoint, redraw the plot, and raise the alert when collapse is new."""
-        from jepa_eval.report.plots import plot_monitor
-        from jepa_eval.report.tidy import collapse_points, tidy_frame
-
+        """Show a measured checkpoint, redraw the plot (when following), and raise the alert when
+        collapse is new."""
         coords = added.point.coords
         if added.renamed:
             say(f"epoch {coords['epoch']} was measured from {coords['measured_as']}; it is saved as {coords['checkpoint']}")
             return
         table.add(coords["epoch"], coords["checkpoint"], added.point.values,
                   "ok" if self.monitor.collapse is None else "collapsed")
-        record, path = self.monitor.record, self.monitor.path
-        self.plot = plot_monitor(tidy_frame([record]), path.with_suffix(""), protocol=record.protocol,
-                                 collapse=collapse_points([record]))[0]
+        if self.follow:
+            self._draw()
         if added.collapse is not None:
             epoch, reason = added.collapse
             say(f"[bold red]COLLAPSE flagged at epoch {epoch} of {escape(str(self.run_dir))}: {escape(reason)}[/]")
             if self.on_collapse:
-                code = run_on_collapse(self.on_collapse, self.run_dir, epoch, reason, path)
+                code = run_on_collapse(self.on_collapse, self.run_dir, epoch, reason, self.monitor.path)
                 say(f"--on-collapse command exited with status {code}")
+
+    def _draw(self) -> None:
+        """The plot of every metric against epoch, beside the result file."""
+        from jepa_eval.report.plots import plot_monitor
+        from jepa_eval.report.tidy import collapse_points, tidy_frame
+
+        record, path = self.monitor.record, self.monitor.path
+        self.plot = plot_monitor(tidy_frame([record]), path.with_suffix(""), protocol=record.protocol,  # type: ignore[union-attr]
+                                 collapse=collapse_points([record]))[0]  # type: ignore[list-item]
 
     def finish(self, stopped: str, follow: bool) -> None:
         """Print the record (its summary only after following: the table showed the rows), the
         plot and the verdict; exit with :data:`COLLAPSE_EXIT` when collapse was flagged."""
         from jepa_eval.pipeline.monitor import no_checkpoints
+        from jepa_eval.results.record import write_record
 
         record = self.monitor.record
         if record is None:
@@ -150,13 +159,16 @@ class Session:
             say(f"{stopped}: no checkpoint was measured")
             return
         if follow and not self.shared.json_out:
+            self.monitor.path = self.monitor.path or write_record(record, self.shared.results_dir)
             for key, value in record.summary.items():
                 c.stdout.print(f"{key}: {value}", highlight=False)
             c.stdout.print(f"result file: {self.monitor.path}")
         else:
-            c.finish(record, self.shared.results_dir, self.shared.json_out, f"monitor of {self.run_dir} on {self.data}")
-        if self.plot is not None:
-            say(f"plot: {self.plot}")
+            self.monitor.path = c.finish(record, self.shared.results_dir, self.shared.json_out,
+                                         f"monitor of {self.run_dir} on {self.data}")
+        if self.plot is None:  # a one-off scan draws once, at the end
+            self._draw()
+        say(f"plot: {self.plot}")
         collapse = record.summary["collapse_epoch"]
         say(("no collapse flagged" if collapse is None else f"[bold red]collapse flagged from epoch {collapse}[/]")
             + ("" if stopped == "scanned" else f" ({stopped})"))

@@ -105,9 +105,9 @@ class LiveMonitor:
 
     ``data``: the held-out images (a tensor [N, 3, H, W], an (images, labels) pair, or a Dataset
     of which ``samples`` items are taken, evenly spaced; inside :func:`untouched`, so a random
-    transform there draws nothing from the loop's RNG). ``bank``: labelled training images for
-    a quick k-NN (DINO's weighted vote, k = ``knn_k``) of the held-out images, which then need
-    labels. ``out``: a ``.json`` file or a folder for the result record, rewritten atomically
+    transform there draws nothing from the loop's RNG), held in memory as float32.
+    ``bank``: labelled training images in the same forms for a quick k-NN (DINO's weighted vote,
+    k = ``knn_k``) of the held-out images, which then need labels. ``out``: a ``.json`` file or a folder for the result record, rewritten atomically
     after each measurement (an existing record at a ``.json`` path is continued: a resumed run
     drops the points at or after the step it restarts from). ``rule``: the collapse rule
     (default thresholds when None); on collapse a ``RuntimeWarning`` is issued and
@@ -118,7 +118,7 @@ class LiveMonitor:
     """
 
     def __init__(self, data: Images, *, every: int = 1000, out: str | Path | None = None, bank: Images | None = None,
-                 samples: int = 1000, knn_k: int = REFERENCE_K, rule: CollapseRule | None = None,
+                 samples: int = 512, knn_k: int = REFERENCE_K, rule: CollapseRule | None = None,
                  name: str = "live", dataset: str = "held-out batch", family: str = "unknown",
                  device: str | torch.device | None = None, batch_size: int = 64,
                  autocast: Callable[[], contextlib.AbstractContextManager] | None = None,

@@ -29,7 +29,7 @@ from jepa_eval.protocols.knn import KNNConfig
 from jepa_eval.protocols.monitor import MonitorConfig, Point, points_of
 from jepa_eval.protocols.rank import RankConfig
 from jepa_eval.protocols.registry import Inputs, Labelled
-from jepa_eval.results.record import DatasetInfo, FeatureInfo, ModelInfo, ResultRecord, load_records, write_record
+from jepa_eval.results.record import DatasetInfo, FeatureInfo, ModelInfo, ResultRecord, read_record, write_record
 
 #: Where a checkpoint's training loss came from when the run has no CSV log row for its epoch.
 CHECKPOINT_LOSS = "the checkpoint's 'loss' field"
@@ -159,16 +159,23 @@ def _collapse(summary: dict[str, Any]) -> tuple[int, str] | None:
 
 def earlier_record(results_dir: Path, run_dir: Path, dataset: str, config: MonitorConfig,
                    mode: str | None) -> ResultRecord | None:
-    """The newest monitor record in ``results_dir`` of this run, dataset, feature mode (when
-    given), monitor version and config: the one a restarted monitor continues."""
+    """The newest monitor record directly in ``results_dir`` (where it is rewritten) of this run,
+    dataset, feature mode (when given), monitor version and config: the one a restarted monitor
+    continues."""
     if not results_dir.is_dir():
         return None
     version = get_protocol("monitor", runs_on="run").version
-    matching = [r for r in load_records(results_dir)
+    records = []
+    for path in results_dir.glob("*.json"):
+        try:
+            records.append(read_record(path))
+        except JepaEvalError:
+            continue
+    matching = [r for r in records
                 if r.protocol == "monitor" and r.protocol_version == version and r.dataset.name == dataset
                 and Path(r.model.path).resolve() == run_dir.resolve() and r.params == asdict(config)
                 and (mode is None or r.features.mode == mode) and r.metrics]
-    return matching[-1] if matching else None
+    return max(matching, key=lambda r: r.created) if matching else None
 
 
 def follow_run(monitor: RunMonitor, watcher: CheckpointWatcher, *, follow: bool, poll_s: float = 30.0,
@@ -176,8 +183,11 @@ def follow_run(monitor: RunMonitor, watcher: CheckpointWatcher, *, follow: bool,
                sleep: Callable[[float], Any] = time.sleep) -> str:
     """Measure every complete checkpoint state ``watcher`` finds: once, or (``follow``) every
     ``poll_s`` seconds until a checkpoint of epoch ``until_epoch`` or later was measured.
-    Calls ``on_added`` after each checkpoint; returns why it stopped ('scanned' or 'until-epoch').
-    An interrupt (Ctrl-C) propagates; everything measured before it is in the record."""
+    Calls ``on_added`` after each checkpoint; returns why it stopped ('scanned' or 'until-epoch',
+    also when an earlier monitor of the record already got that far). An interrupt (Ctrl-C)
+    propagates; everything measured before it is in the record."""
+    if until_epoch is not None and any(p.coords["epoch"] >= until_epoch for p in monitor.points):
+        return "until-epoch"
     while True:
         for state in watcher.poll():
             try:

@@ -93,6 +93,7 @@ class CheckpointWatcher:
     seen_hashes: set[str] = field(default_factory=set)
     seen_epochs: dict[int, str] = field(default_factory=dict)
     files: dict[str, _File] = field(default_factory=dict)
+    missing_said: bool = False
 
     def remember(self, epoch: int, name: str, sha256: str | None) -> None:
         """Mark a state as handled: epoch ``epoch`` measured from the file ``name`` (e.g. by an
@@ -102,8 +103,14 @@ class CheckpointWatcher:
             self.seen_hashes.add(sha256)
 
     def poll(self) -> list[CheckpointState]:
-        """New complete states found now, by epoch; each is marked handled."""
+        """New complete states found now, by epoch; each is marked handled. A patient watcher
+        waits for a training folder that does not exist yet."""
         if not self.run_dir.is_dir():
+            if self.patient:
+                if not self.missing_said:
+                    self.missing_said = True
+                    self._say(f"waiting for the training folder {self.run_dir} to appear")
+                return []
             raise JepaEvalError(f"training folder {self.run_dir} does not exist",
                                 expected="a folder with *-ep{N}.pth.tar / *-latest.pth.tar checkpoints")
         found: list[CheckpointState] = []
