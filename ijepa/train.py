@@ -9,8 +9,9 @@ resumed run continues exactly where the interrupted one stopped.
 
 Files in ``logging.folder``: ``{tag}-latest.pth.tar`` (every epoch), ``{tag}-ep{N}.pth.tar``
 (every ``run.checkpoint_freq`` epochs), ``{tag}_r{rank}.csv`` (one row per iteration),
-``{tag}_monitor.csv`` (RankMe, feature std and optionally k-NN accuracy of the target
-encoder, when ``run.monitor_every`` > 0) and
+``{tag}_monitor.csv`` and ``{tag}_monitor.json`` (RankMe, feature std and optionally k-NN
+accuracy of the target encoder, when ``run.monitor_every`` > 0; the JSON record holds every
+metric of the monitor) and
 ``params-ijepa.yaml`` (the resolved config).
 """
 
@@ -43,7 +44,6 @@ from ijepa.model import IJEPA, MaskedEncoder, Predictor
 from ijepa.schedules import Schedules
 from jepa_eval.core.devices import init_distributed, resolve_device
 from jepa_eval.data.transforms import normalize
-from jepa_eval.protocols.monitor import CollapseRule
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.core.progress import progress as progress_bar
 
@@ -219,12 +219,14 @@ class CsvLog:
 
 
 class CollapseMonitor:
-    """RankMe and feature std of the target encoder's average-pooled features on a fixed batch
-    of held-out images (eval transform), and with ``run.monitor_knn`` > 0 their k-NN top-1
-    accuracy (DINO's weighted vote, k = ``run.monitor_knn_k``) against a fixed memory bank of
-    that many training images; logged to ``{tag}_monitor.csv``. Warns on collapse by the one
-    collapse rule (:class:`jepa_eval.protocols.monitor.CollapseRule`: RankMe below 20% of its
-    peak so far or below 1% of min(N, D), feature std near zero, or a non-finite value).
+    """The trainer's live monitor: a :class:`jepa_eval.pipeline.live.LiveMonitor` (the same
+    metrics and the one collapse rule, :class:`jepa_eval.protocols.monitor.CollapseRule`, as
+    ``jepa-eval monitor``) on the target encoder's average-pooled features of a fixed batch of
+    held-out images (eval transform), with ``run.monitor_knn`` > 0 a k-NN top-1 (DINO's weighted
+    vote, k = ``run.monitor_knn_k``) against a fixed memory bank of that many training images.
+    Each measurement is a row of ``{tag}_monitor.csv`` (step, epoch, RankMe, feature std[, k-NN])
+    and the whole series the result record ``{tag}_monitor.json``; a collapsed measurement
+    issues a ``RuntimeWarning``.
 
     Both image sets are picked evenly spaced over their split (so every class of a
     class-sorted folder is represented) and held in memory as float32 [N, 3, S, S]. Where the
@@ -233,6 +235,7 @@ class CollapseMonitor:
 
     def __init__(self, cfg: TrainConfig, path: Path) -> None:
         from jepa_eval.data import eval_transform
+        from jepa_eval.pipeline.live import LiveMonitor
 
         name = cfg.run.dataset or f"imagefolder:{image_folder(cfg)}"
         transform = eval_transform(cfg.data.crop_size, name)
@@ -251,32 +254,22 @@ class CollapseMonitor:
                                              "outside the monitor's held-out set",
                                     found=f"{len(pool)}", hint="lower run.monitor_knn_k or run.monitor_samples")
             self.bank = _stack(train_images, _spaced(pool, cfg.run.monitor_knn))
+        self.live = LiveMonitor(data=(self.images, self.labels), bank=self.bank, knn_k=self.k,
+                                every=max(1, cfg.run.monitor_every), out=path.with_suffix(".json"),
+                                name=path.parent.name, dataset=name, family="ijepa")
         columns = MONITOR_COLUMNS + (("knn_top1",) if self.bank is not None else ())
         self.log = CsvLog(path, columns)
-        self.rule = CollapseRule()
-        self.peak = 0.0
 
-    @torch.no_grad()
     def __call__(self, encoder: Callable[[torch.Tensor], torch.Tensor], step: int, epoch: int,
                  device: torch.device, autocast: Callable[[], contextlib.AbstractContextManager]) -> dict[str, float]:
-        from jepa_eval.protocols.knn import KNNConfig, knn_evaluate
-        from jepa_eval.protocols.rank import feature_std, rankme
-
-        z = _pooled(encoder, self.images, device, autocast)
-        row = {"step": step, "epoch": epoch, "rankme": rankme(z), "feature_std": feature_std(z)}
-        if self.bank is not None:
-            bank = _pooled(encoder, self.bank[0], device, autocast)
-            metrics = knn_evaluate(bank.numpy(), self.bank[1].numpy(), z.numpy(), self.labels.numpy(),
-                                   KNNConfig(ks=(self.k,)))
-            row["knn_top1"] = next(m.value for m in metrics if m.name == "top1")
+        """Measure at ``step`` (of 1-based ``epoch``): the row written to the CSV log, followed by
+        every other value measured."""
+        values = self.live.measure(encoder, step, epoch=epoch, device=device, autocast=autocast)
+        row = {"step": step, "epoch": epoch, **{k: values[k] for k in self.log.columns[2:]}}
         self.log.write(row)
         logger.info("monitor at step %d: %s", step,
-                    ", ".join(f"{key} {value:.4g}" for key, value in row.items() if key not in ("step", "epoch")))
-        self.peak = max(self.peak, row["rankme"])
-        reason = self.rule.reason(row["rankme"], row["rankme"] / min(z.shape), row["feature_std"], self.peak)
-        if reason is not None:
-            warnings.warn(f"representation collapse at step {step}: {reason}", RuntimeWarning, stacklevel=2)
-        return row
+                    ", ".join(f"{key} {values[key]:.4g}" for key in self.log.columns[2:]))
+        return {**row, **values}
 
 
 def _spaced(pool: Any, n: int) -> list[int]:
@@ -290,16 +283,6 @@ def _stack(dataset: Dataset, index: list[int]) -> tuple[torch.Tensor, torch.Tens
     """Images [N, 3, S, S] float32 and labels [N] int64 of ``dataset`` at ``index``."""
     pairs = [dataset[i] for i in index]
     return torch.stack([image for image, _ in pairs]), torch.tensor([int(label) for _, label in pairs])
-
-
-def _pooled(encoder: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor, device: torch.device,
-            autocast: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor:
-    """Average-pooled encoder tokens, float32 [N, D] on the CPU, 64 images at a time."""
-    feats = []
-    for chunk in images.split(64):
-        with autocast():
-            feats.append(encoder(chunk.to(device)).mean(dim=1).float().cpu())
-    return torch.cat(feats)
 
 
 # ---------------------------------------------------------------------------- the run

@@ -26,7 +26,12 @@ Run from anywhere; it works in the repository root. Steps:
    and Imagenette linear accuracy by training set: both directions of the transfer),
    ``learning_curve[-30min].md`` / ``.csv`` / ``.png``, ``rank_vs_knn[-30min].md`` / ``.csv``
    (Spearman rho of each rank metric against the subset k-NN across checkpoints) and
-   ``rank_vs_linear-30min.md`` / ``.csv`` (the same against the suite's linear accuracy).
+   ``rank_vs_linear-30min.md`` / ``.csv`` (the same against the suite's linear accuracy);
+7. ``jepa-eval signals`` of the 30-minute run: Spearman rho of each label-free signal (training
+   loss, RankMe, LiDAR, alpha-ReQ) with the suite's linear accuracy (avgpool, avgpool4) and with
+   the monitor's subset k-NN across its saved epochs, read from the records above and the run's
+   CSV log: ``signals-30min-{linear-avgpool,linear-avgpool4,monitor-knn}.md`` / ``.png``
+   (records and plot data in ``signals-30min/``).
 
 Checkpoints, features and the extracted images stay under ``.cache/`` (git-ignored).
 """
@@ -351,6 +356,25 @@ def rank_vs_linear_rows(curve: list[dict[str, object]], records: list[ResultReco
     return rows
 
 
+#: The accuracies the 30-minute run's signals are correlated with: (--accuracy, --mode or None).
+SIGNAL_ACCURACIES = (("linear", "avgpool"), ("linear", "avgpool4"), ("monitor-knn", None))
+
+
+def signals() -> None:
+    """``jepa-eval signals`` of the 30-minute run against each of :data:`SIGNAL_ACCURACIES`
+    (seconds: it reads records and the CSV log), its tables and plots copied to stable names."""
+    folder = OUT / "signals-30min"
+    if folder.is_dir():
+        shutil.rmtree(folder)
+    for accuracy, mode in SIGNAL_ACCURACIES:
+        written = folder / (accuracy + (f"-{mode}" if mode else ""))
+        run(JEPA_EVAL, "signals", str(run_dir("ijepa-30min")), "--records", str(OUT), "--results-dir", str(written),
+            "--accuracy", accuracy, *(["--mode", mode] if mode else []), *DATA[:2])
+        [table_file] = written.glob("*.md")
+        for source in (table_file, table_file.with_suffix(".png")):
+            shutil.copyfile(source, OUT / f"signals-30min-{written.name}{source.suffix}")
+
+
 def summarise() -> None:
     table(training_rows(), "training")
     table(knn_rows(load_records(OUT / "knn")), "knn")
@@ -390,6 +414,8 @@ def main() -> None:
     if not args.skip_suite:
         suite({**chosen, **epoch_models()})
     summarise()
+    if (OUT / "suite").is_dir() and (OUT / "monitor-30min").is_dir():
+        signals()
 
 
 if __name__ == "__main__":

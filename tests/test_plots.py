@@ -14,7 +14,7 @@ from helpers_report import (COLLAPSE_EPOCH, LIDAR, LINEAR_TOP1, LOWSHOT, MONITOR
                             all_records, linear_record, rank_record, write_all)
 from jepa_eval.report import plots
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.report.tidy import collapse_epochs, tidy_frame
+from jepa_eval.report.tidy import collapse_points, tidy_frame
 from jepa_eval.results.record import Metric, ResultRecord, load_records
 
 RANKME_VS_LINEAR = {"rank_protocol": "rank", "rank_metric": "rankme", "protocol": "linear"}
@@ -28,7 +28,7 @@ def drawn(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
     root = tmp_path_factory.mktemp("plots")
     records = write_all(root / "results")
     frame = tidy_frame(load_records(root / "results"))
-    paths = plots.write_plots(frame, root / "plots", collapse=collapse_epochs(records))
+    paths = plots.write_plots(frame, root / "plots", collapse=collapse_points(records))
     return root / "plots", paths
 
 

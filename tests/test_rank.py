@@ -206,3 +206,33 @@ def test_collapse_detection_rejects_mismatched_lengths_and_unordered_epochs():
         CollapseRule().first_collapse([1, 2], history([1.0], [0.1]))
     with pytest.raises(JepaEvalError, match="not increasing"):
         CollapseRule().first_collapse([2, 1], history([10.0, 10.0], [0.1, 0.1]))
+
+
+def knn_history(knn: list[float]) -> list[dict[str, float]]:
+    """Healthy rank metrics at every point, with the given quick k-NN top-1 (%)."""
+    return [{"rankme": 50.0, "rankme_norm": 0.25, "feature_std": 0.05, "knn_top1": k} for k in knn]
+
+
+def test_the_knn_part_of_the_rule_is_off_by_default():
+    assert CollapseRule().first_collapse([1, 2, 3, 4, 5], knn_history([40, 35, 30, 25, 20])) is None
+
+
+def test_collapse_when_the_quick_knn_falls_n_checkpoints_in_a_row():
+    rule = CollapseRule(knn_falls=3)
+    # falls at epochs 3 and 4, a rise at 5 restarts the count, then falls at 6, 7, 8
+    knn = [40.0, 41.0, 39.0, 38.0, 42.0, 41.0, 40.5, 40.0]
+    epoch, reason = rule.first_reason(list(range(1, 9)), knn_history(knn))
+    assert epoch == 8
+    assert reason == "the quick k-NN top-1 fell 3 times in a row (42.0 -> 41.0 -> 40.5 -> 40.0)"
+
+
+def test_a_knn_fall_within_the_minimum_drop_does_not_count():
+    history = knn_history([40.0, 39.8, 39.0, 38.0])  # falls of 0.2, 0.8, 1.0 points
+    assert CollapseRule(knn_falls=2, knn_min_drop=0.5).first_collapse([1, 2, 3, 4], history) == 4
+    assert CollapseRule(knn_falls=3, knn_min_drop=0.5).first_collapse([1, 2, 3, 4], history) is None
+    assert CollapseRule(knn_falls=3).first_collapse([1, 2, 3, 4], history) == 4
+
+
+def test_the_rule_refuses_a_negative_knn_setting():
+    with pytest.raises(JepaEvalError, match="knn_falls >= 0"):
+        CollapseRule(knn_falls=-1)

@@ -294,6 +294,22 @@ def test_monitor_knn_scores_held_out_images_against_a_bank_of_training_images(co
     assert lines[0] == "step,epoch,rankme,feature_std,knn_top1" and lines[1].endswith(",100.0")
 
 
+def test_the_live_monitor_writes_every_metric_to_a_monitor_record_beside_its_csv(colours: Path, tmp_path: Path) -> None:
+    from jepa_eval.results.record import read_record
+
+    cfg = config_from_dict(config(colours, tmp_path, data={"image_folder": "colours"},
+                                  run={"monitor_every": 1, "monitor_samples": 8, "monitor_knn": 10, "monitor_knn_k": 5}))
+    monitor = CollapseMonitor(cfg, tmp_path / "jepa_monitor.csv")
+    rows = [monitor(mean_colour_tokens, step, 1, torch.device("cpu"), contextlib.nullcontext) for step in (5, 10)]
+    monitor.log.close()
+    record = read_record(tmp_path / "jepa_monitor.json")
+    values = {(m.coords["step"], m.name): m.value for m in record.metrics}
+    assert all(m.coords["epoch"] == 1 for m in record.metrics)
+    assert [values[(r["step"], "rankme")] for r in rows] == [r["rankme"] for r in rows]
+    assert values[(10, "knn_top1")] == 100.0 and (10, "uniformity") in values  # more than the CSV's columns
+    assert record.protocol == "monitor" and record.summary["collapse_step"] is None
+
+
 def test_monitor_knn_bank_leaves_out_the_held_out_images_when_they_share_a_folder(images: Path, tmp_path: Path) -> None:
     # `images` has no val folder: the monitor's held-out images come from the training folder
     cfg = config_from_dict(config(images, tmp_path, run={"monitor_every": 1, "monitor_samples": 16,

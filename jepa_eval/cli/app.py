@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from jepa_eval.cli import cache, demo, features, monitor, protocols, suite, transfer
+from jepa_eval.cli import cache, demo, features, monitor, protocols, signals, suite, transfer
 from jepa_eval.cli.options import console
 from jepa_eval.core.errors import run_main
 
@@ -23,7 +23,8 @@ def _root(debug: Annotated[bool, typer.Option("--debug", help="Show Python trace
     _DEBUG["on"] = debug
 
 
-for command in (*protocols.commands(), transfer.transfer, monitor.monitor_command(), features.features,
+for command in (*protocols.commands(), transfer.transfer, monitor.monitor_command(), signals.signals_command(),
+                features.features,
                 suite.suite, suite.report, demo.demo):
     app.command()(command)
 app.add_typer(cache.app, name="cache")

@@ -13,7 +13,7 @@ from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.protocols import list_protocols
 from jepa_eval.report import plots
 from jepa_eval.report.tables import add_published, paper_table, to_latex, to_markdown
-from jepa_eval.report.tidy import collapse_epochs, filter_frame, tidy_frame, write_tidy
+from jepa_eval.report.tidy import collapse_points, filter_frame, tidy_frame, write_tidy
 from jepa_eval.results.record import load_records
 
 def _report_tables(frame: pd.DataFrame) -> list[tuple[str, str | None, str]]:
@@ -49,5 +49,5 @@ def write_report(results_dir: str | Path, out_dir: str | Path, *, suite: str | N
         written.append(atomic_write_text(out / "tables" / f"{stem}.tex", to_latex(table)))
     kept = set(frame["run_id"])
     written += plots.write_plots(frame, out / "plots",
-                                 collapse={k: v for k, v in collapse_epochs(records).items() if k in kept})
+                                 collapse={k: v for k, v in collapse_points(records).items() if k in kept})
     return written

@@ -8,6 +8,7 @@ Accuracies are percentages; shaded bands and error bars are ± one sample std ov
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,8 @@ from jepa_eval.report.tables import PERCENT_METRICS, column_label, paper_table, 
 DPI = 150
 METRIC_LABELS = {"top1": "top-1 accuracy (%)", "top5": "top-5 accuracy (%)", "rankme": "RankMe",
                  "lidar": "LiDAR", "alpha_req": "α-ReQ (α)", "knn_top1": "k-NN top-1 (%)",
-                 "feature_std": "feature std", "rankme_norm": "RankMe / min(N, D)"}
+                 "feature_std": "feature std", "rankme_norm": "RankMe / min(N, D)",
+                 "train_loss": "training loss"}
 #: Fewest checkpoints of one feature size that a Spearman rho is computed over.
 MIN_RANKED = 3
 
@@ -171,43 +173,56 @@ def plot_curve(frame: pd.DataFrame, stem: str | Path, *, protocol: str, x: str, 
     return save_figure(fig, data, stem)
 
 
+def _column(rows: pd.DataFrame, name: str) -> pd.Series:
+    return rows[name] if name in rows else pd.Series(np.nan, index=rows.index)
+
+
 def plot_monitor(frame: pd.DataFrame, stem: str | Path, *, protocol: str,
                  collapse: Mapping[str, int | None] | None = None,
                  metrics: Sequence[str] | None = None) -> list[Path]:
-    """Collapse monitoring: each metric against epoch (one panel each, one line per run); the
-    collapse epoch of a run (``collapse[run_id]``) is a dashed vertical line in its colour."""
+    """Collapse monitoring: each metric against where it was measured (one panel each, one line
+    per run): the epoch of a checkpoint monitor, the step of a live monitor (a run whose every
+    row has a ``step``). The collapse point of a run (``collapse[run_id]``, on its own axis) is a
+    dashed vertical line in its colour. The CSV has ``epoch`` (and ``step``) and
+    ``collapse_epoch`` (and ``collapse_step``) columns."""
     collapse = dict(collapse or {})
     if metrics is None:  # the metrics the protocol's own monitor figure asks for
         metrics = next(spec.options["metrics"] for spec in get_protocol(protocol).plots if spec.kind == "monitor")
     metrics = list(metrics)
     rows = frame[(frame["protocol"] == protocol) & frame["metric"].isin(metrics)]
-    if rows.empty or "epoch" not in rows:
+    if rows.empty or not {"epoch", "step"} & set(rows.columns):
         raise JepaEvalError("no monitor results to draw",
-                            expected=f"monitor records with metrics {', '.join(metrics)} per epoch",
+                            expected=f"monitor records with metrics {', '.join(metrics)} per epoch or step",
                             found=f"{len(rows)} rows")
+    by_step = _column(rows, "step").notna().groupby(rows["run_id"]).transform("all")
+    rows = rows.assign(axis=np.where(by_step, "step", "epoch"),
+                       x=np.where(by_step, _column(rows, "step"), _column(rows, "epoch"))).dropna(subset=["x"])
     names = rows.groupby("model")["run_id"].nunique()
     labels = [m if names[m] == 1 else f"{m} ({r[-6:]})" for m, r in zip(rows["model"], rows["run_id"])]
     rows = rows.assign(label=labels)
-    data = rows.groupby(["run_id", "label", "metric", "epoch"])["value"].mean().reset_index()
-    data = data.assign(epoch=data["epoch"].astype(int),
-                       collapse_epoch=data["run_id"].map(collapse).astype("Int64"))
+    data = rows.groupby(["run_id", "label", "axis", "metric", "x"])["value"].mean().reset_index()
+    axes_used = sorted(data["axis"].unique())
+    for axis in axes_used:
+        mine = data["axis"] == axis
+        data[axis] = data["x"].where(mine).astype("Int64")
+        data[f"collapse_{axis}"] = data["run_id"].map(collapse).where(mine).astype("Int64")
     present = [m for m in metrics if m in set(data["metric"])]
     fig, axes = _figure(len(present), width=4.5, height=3.4)
     colours = {run: f"C{i}" for i, run in enumerate(sorted(data["run_id"].unique()))}
     for ax, metric in zip(axes, present):
-        for (run, label), line in data[data["metric"] == metric].groupby(["run_id", "label"]):
-            line = line.sort_values("epoch")
-            ax.plot(line["epoch"], line["value"], marker=".", color=colours[run], label=label)
+        for (run, label, axis), line in data[data["metric"] == metric].groupby(["run_id", "label", "axis"]):
+            line = line.sort_values("x")
+            ax.plot(line["x"], line["value"], marker=".", color=colours[run], label=label)
             if collapse.get(run) is not None:
                 ax.axvline(collapse[run], color=colours[run], linestyle="--", alpha=0.8,
-                           label=f"collapse, {label} (epoch {collapse[run]})")
-        ax.set_xlabel("epoch")
+                           label=f"collapse, {label} ({axis} {collapse[run]})")
+        ax.set_xlabel(" or ".join(axes_used))
         ax.set_ylabel(_metric_label(metric))
         ax.set_title(_metric_label(metric).split(" (")[0] + " during training")
         ax.grid(alpha=0.3)
     handles, names_ = axes[0].get_legend_handles_labels()
     axes[0].legend(handles, names_, fontsize=7)
-    return save_figure(fig, data, stem)
+    return save_figure(fig, data.drop(columns=["axis", "x"]), stem)
 
 
 def rank_accuracy_pairs(frame: pd.DataFrame, *, rank_protocol: str, rank_metric: str, protocol: str,
@@ -298,6 +313,49 @@ def plot_rank_vs_accuracy(frame: pd.DataFrame, stem: str | Path, *, rank_protoco
     return save_figure(fig, data, stem)
 
 
+def signal_pairs(frame: pd.DataFrame, protocol: str = "signals") -> pd.DataFrame:
+    """One row per (signals record, signal, checkpoint): run_id, model, signal, epoch, its value,
+    the checkpoint's accuracy, and the record's Spearman rho and points for that signal."""
+    rows = frame[frame["protocol"] == protocol]
+    if rows.empty or "epoch" not in rows or "signal" not in rows:
+        return pd.DataFrame(columns=["run_id", "model", "signal", "epoch", "value", "accuracy", "spearman_rho", "points"])
+    accuracy = rows[rows["metric"] == "accuracy"].set_index(["run_id", "epoch"])["value"].rename("accuracy")
+    stats = rows[rows["metric"].isin(["spearman_rho", "points"])].pivot_table(
+        index=["run_id", "signal"], columns="metric", values="value", aggfunc="first")
+    points = rows[rows["epoch"].notna() & ~rows["metric"].isin(["accuracy", "spearman_rho", "spearman_p", "points"])]
+    points = points.rename(columns={"metric": "signal_name"})[["run_id", "model", "signal_name", "epoch", "value"]]
+    points = points.rename(columns={"signal_name": "signal"}).join(accuracy, on=["run_id", "epoch"])
+    return points.join(stats, on=["run_id", "signal"]).reset_index(drop=True)
+
+
+def plot_signals(frame: pd.DataFrame, stem: str | Path, *, protocol: str = "signals") -> list[Path]:
+    """Each label-free signal against probe accuracy across a run's checkpoints (one panel per
+    signal, one colour per signals record, points labelled by epoch), Spearman rho and the
+    number of points in each panel's legend."""
+    data = signal_pairs(frame, protocol)
+    if data.empty:
+        raise JepaEvalError("no signals results to draw", expected="records written by jepa-eval signals",
+                            found="none")
+    present = list(dict.fromkeys(data["signal"]))
+    fig, axes = _figure(len(present), width=4.2, height=3.4)
+    colours = {run: f"C{i}" for i, run in enumerate(sorted(data["run_id"].unique()))}
+    accuracy = next((json.loads(p).get("accuracy") for p in frame.loc[frame["protocol"] == protocol, "params"]), "")
+    for ax, signal in zip(axes, present):
+        for (run, model), points in data[data["signal"] == signal].groupby(["run_id", "model"]):
+            rho, n = points["spearman_rho"].iloc[0], points["points"].iloc[0]
+            ax.plot(points["value"], points["accuracy"], marker="o", linestyle=":", color=colours[run],
+                    label=f"{model}: ρ = {rho:.2f} (n = {n:.0f})" if pd.notna(rho) else f"{model}: n = {n:.0f}")
+            for _, point in points.iterrows():
+                ax.annotate(f"{point['epoch']:.0f}", (point["value"], point["accuracy"]), fontsize=6,
+                            xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel(_metric_label(signal))
+        ax.set_ylabel(f"{protocol_label(str(accuracy))} top-1 (%)")
+        ax.set_title(f"{_metric_label(signal).split(' (')[0]} vs accuracy (labels: epoch)", fontsize=9)
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    return save_figure(fig, data, stem)
+
+
 def _bars(frame: pd.DataFrame, folder: Path, protocol: Protocol, collapse: Any) -> list[Path]:
     if not ((frame["protocol"] == protocol.name) & (frame["metric"] == "top1")).any():
         return []
@@ -337,10 +395,16 @@ def _rank_vs_accuracy(frame: pd.DataFrame, folder: Path, protocol: Protocol, col
     return written
 
 
+def _signals(frame: pd.DataFrame, folder: Path, protocol: Protocol, collapse: Any) -> list[Path]:
+    if signal_pairs(frame, protocol.name).empty:
+        return []
+    return plot_signals(frame, folder / protocol.name, protocol=protocol.name)
+
+
 #: The kinds of figure a protocol can ask for (``PlotSpec.kind``); each draws nothing when the
 #: frame lacks its data.
 PLOTS = {"bars": _bars, "curve": _curve, "label_curve": _label_curves, "monitor": _monitor,
-         "rank_vs_accuracy": _rank_vs_accuracy}
+         "rank_vs_accuracy": _rank_vs_accuracy, "signals": _signals}
 
 
 def write_plots(frame: pd.DataFrame, folder: str | Path, *,

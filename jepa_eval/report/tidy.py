@@ -111,6 +111,9 @@ def write_tidy(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     return [csv_path, out / "tidy.parquet"]
 
 
-def collapse_epochs(records: Iterable[ResultRecord]) -> dict[str, int | None]:
-    """``run_id -> summary['collapse_epoch']`` of every record that has one (monitor runs)."""
-    return {r.run_id: r.summary["collapse_epoch"] for r in records if "collapse_epoch" in r.summary}
+def collapse_points(records: Iterable[ResultRecord]) -> dict[str, int | None]:
+    """``run_id ->`` where collapse began (None: never) of every monitor record, on the record's
+    own axis: the epoch of a checkpoint monitor (``collapse_epoch``), the step of a live one
+    (``collapse_step``)."""
+    return {r.run_id: r.summary[f"collapse_{r.summary.get('axis', 'epoch')}"] for r in records
+            if f"collapse_{r.summary.get('axis', 'epoch')}" in r.summary}
