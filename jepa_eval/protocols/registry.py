@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.features.tokens import TokenSource
 from jepa_eval.results.record import Metric, ResultRecord
 
 # ---------------------------------------------------------------------------- inputs and outputs
@@ -27,9 +28,13 @@ from jepa_eval.results.record import Metric, ResultRecord
 
 @dataclass(frozen=True)
 class Labelled:
-    """Features of one split, one row per image: ``features`` float32 [N, D], ``labels`` int64 [N]."""
+    """One split, one row per image: ``features`` float32 [N, D] and ``labels`` int64 [N].
 
-    features: np.ndarray
+    For a protocol whose :class:`Needs` asked for ``tokens``, ``features`` is a
+    :class:`~jepa_eval.features.tokens.TokenSource` of the split's patch tokens [N, T, D'].
+    """
+
+    features: np.ndarray | TokenSource
     labels: np.ndarray
 
 
@@ -43,18 +48,31 @@ class ViewsNeeded:
 
 
 @dataclass(frozen=True)
+class TokensNeeded:
+    """Patch tokens instead of pooled features: those of the last ``blocks`` blocks after the final
+    norm, combined by ``pooling`` ('concat' or 'mean'). ``augment`` 'none' reads them from the
+    token cache; 'crop' or 'vjepa' runs the backbone on every batch, training batches augmented so."""
+
+    blocks: int = 1
+    pooling: str = "concat"
+    augment: str = "none"
+
+
+@dataclass(frozen=True)
 class Needs:
     """What the pipeline extracts for one run of a protocol, as the config asks.
 
     ``rows``: only that many seeded rows of each split (``rows_seed``), all rows when None.
     ``views``: augmented views of the measured split (LiDAR). ``train_subset_file``: a published
-    subset file naming the training images to use (e.g. ImageNet 1percent.txt).
+    subset file naming the training images to use (e.g. ImageNet 1percent.txt). ``tokens``: token
+    sources of both splits instead of pooled features (the feature mode then does not apply).
     """
 
     rows: int | None = None
     rows_seed: int = 0
     views: ViewsNeeded | None = None
     train_subset_file: str | None = None
+    tokens: TokensNeeded | None = None
 
 
 @dataclass(frozen=True)
@@ -145,7 +163,10 @@ class Protocol:
     ``splits``: ``("train", "eval")`` for protocols that fit on the training split and score on
     the evaluation split, ``("split",)`` for label-free ones that measure one split (the CLI and
     suite entries then take ``split``). ``runs_on``: 'model' (a command, suite entries, transfer) or
-    'run' (a training run's checkpoints: only its own command calls it).
+    'run' (a training run's checkpoints: only its own command calls it). ``all_ranks``: under
+    torchrun, ``evaluate`` runs on every rank (it shares the work itself, e.g. all-reducing
+    gradients) with the whole inputs, which the pipeline gives for token requests; otherwise
+    rank 0 alone evaluates.
     ``table_coords`` fixes coordinates in paper tables (k-NN: ``{"k": 20}``); ``table_latest``
     keeps only the largest value of that coordinate per run (monitor: the last epoch).
     ``setting(coords)`` names a sub-column of a table ('1%', '5-shot'), ``caption(shown)`` the
@@ -164,6 +185,7 @@ class Protocol:
     describe: Callable[[ResultRecord], str] | None = None
     splits: tuple[str, ...] = ("train", "eval")
     runs_on: str = "model"
+    all_ranks: bool = False
     headline: tuple[str, ...] = ()
     table_coords: Mapping[str, Any] = field(default_factory=dict)
     table_latest: str | None = None
