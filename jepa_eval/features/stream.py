@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from jepa_eval.backbones.backbone import Backbone
-from jepa_eval.core.devices import autocast, resolve_device
+from jepa_eval.core.devices import autocast, init_distributed, resolve_device
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.data import build_dataset, eval_transform, get_spec
 from jepa_eval.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize
@@ -136,6 +136,7 @@ def streamed_splits(backbone: Backbone, dataset: str, layout: TokenLayout, augme
     check_tokens(backbone.model, layout.blocks, layout.pooling)
     spec = get_spec(dataset)
     device = resolve_device(options.device)
+    init_distributed(device)  # under torchrun the processes share every batch
     size = backbone.image_size
     out = []
     for split, augmentation in ((spec.train_split, train_transform(augment, size)), (spec.eval_split, None)):

@@ -43,8 +43,8 @@ def transfer_records(spec: ModelSpec, backbone: Backbone, datasets: list[str], p
         candidates = []
         for mode in distinct_modes(protocol, config, modes):
             record = run_protocol(protocol, config, spec, backbone, dataset, mode, options, log=log)
-            if record is not None:
-                candidates.append((protocol.transfer.score(record.summary), mode, record))
+            if record is not None:  # the record's mode: a token protocol names its token layout
+                candidates.append((protocol.transfer.score(record.summary), record.features.mode, record))
         if candidates:
             records.append(_combine(protocol, candidates))
     return records
