@@ -4,9 +4,9 @@ An entry's key is the sha256 of a canonical JSON of everything the features depe
 (:data:`REQUIRED_PARTS`, built by :func:`cache_parts`, plus the feature-code version).
 Each entry is one folder named by its key, holding ``features.npy``, ``labels.npy`` and
 ``manifest.json``: pooled features float32 [N, D'], or patch tokens float16 [N, T, D'] read
-back as a memory map (:meth:`FeatureCache.get_arrays`). A writer fills a temporary folder (arrays first, the manifest last, each
-atomically) and renames the whole folder into place, so a reader sees a complete entry or
-none. An entry is valid only when its manifest records the arrays' byte sizes, sha256
+back as a memory map (:meth:`FeatureCache.get_arrays`). A writer fills a temporary folder
+(arrays first, the manifest last, each atomically) and renames the whole folder into place, so a
+reader sees a complete entry or none. An entry is valid only when its manifest records the arrays' byte sizes, sha256
 digests, shapes and dtypes and they match; anything else is a miss, and the folder is removed.
 """
 
