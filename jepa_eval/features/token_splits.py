@@ -68,7 +68,7 @@ def split_tokens(backbone: Backbone, dataset: str, splits: Sequence[str], layout
     found = [_lookup(cache, plan, rank, world) for plan in plans]
     missing = [plan for plan, arrays in zip(plans, found) if arrays is None]
     if missing:
-        check_room(sum(token_bytes(p.shape) for p in missing), cache, _describe(dataset, missing), world)
+        check_room(sum(token_bytes(p.shape) for p in missing), cache, _contents(dataset, missing), world)
     heads = int(backbone.arch["num_heads"])
     out = []
     for plan, arrays in zip(plans, found):
@@ -95,7 +95,7 @@ def _plan(backbone: Backbone, dataset: str, split: str, layout: TokenLayout, opt
                                                                                  layout.pooling)))
 
 
-def _describe(dataset: str, plans: Sequence[_Plan]) -> str:
+def _contents(dataset: str, plans: Sequence[_Plan]) -> str:
     """'cifar10/train and cifar10/test: (50,000 + 10,000) images x 64 tokens x 128 channels x 2 bytes'."""
     names = " and ".join(f"{dataset}/{p.split}" for p in plans)
     rows = " + ".join(f"{p.shape[0]:,}" for p in plans)
@@ -216,8 +216,8 @@ def _extract(backbone: Backbone, plan: _Plan, layout: TokenLayout, cache: Featur
         dist.barrier()  # the entry is in place
     else:
         fill_files(Path(_broadcast(None)), "r+")
-        dist.barrier()
-        dist.barrier()
+        dist.barrier()  # every rank's rows are written
+        dist.barrier()  # rank 0 has moved the entry into place
     arrays = cache.get_arrays(key, mmap=True, verify_digests=False)
     if arrays is None:
         raise JepaEvalError("the token cache entry just written cannot be read back",
