@@ -36,7 +36,8 @@ QUICK = {"arch": {"embed_dim": 64, "depth": 2, "num_heads": 1, "patch_size": 8, 
 
 EXTRACT_ONCE = """
 import sys
-from jepa_eval.features.splits import ExtractOptions, ModelSpec, split_features
+from jepa_eval.backbones.spec import ModelSpec
+from jepa_eval.features.splits import ExtractOptions, split_features
 backbone = ModelSpec(ckpt=sys.argv[1]).load()
 options = ExtractOptions(use_cache=False, progress=False)
 for split in ("train", "test"):

@@ -1,9 +1,11 @@
 """Run every benchmark, write ``bench/results/latest.{csv,md}`` and print each ratio against its target.
 
-Benches (each also runnable alone): k-NN (bench_knn), linear probe (bench_linear), low-shot
-logistic regression (bench_lowshot), feature reuse of a suite (bench_reuse), extraction
-throughput (bench_extract), the JPEG pipeline against the backbone (bench_loader), peak memory of a large k-NN (bench_memory) and the I-JEPA trainer
-step against a straightforward one (bench_trainer: speed and peak memory). ``latest.md``
+Benches (each also runnable alone): k-NN (bench_knn), linear probe (bench_linear), attentive
+probe (bench_attentive: a grid of 16 against one, cached tokens against the backbone in the
+loop), low-shot logistic regression (bench_lowshot), feature reuse of a suite (bench_reuse),
+extraction throughput (bench_extract), the JPEG pipeline against the backbone (bench_loader),
+peak memory of a large k-NN (bench_memory) and the I-JEPA trainer step against the official one
+(bench_trainer: speed and peak memory). ``latest.md``
 starts with the hardware, the load average before and after, the exact command and the total
 time.
 
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import bench_attentive
 import bench_extract
 import bench_knn
 import bench_linear
@@ -32,6 +35,7 @@ from benchlib import RESULTS_DIR, Row, hardware, print_ratios, write_tables
 BENCHES: dict[str, Callable[[bool, int | None], list[Row]]] = {
     "knn": bench_knn.run,
     "linear": bench_linear.run,
+    "attentive": bench_attentive.run,
     "lowshot": bench_lowshot.run,
     "reuse": bench_reuse.run,
     "extract": bench_extract.run,

@@ -182,8 +182,10 @@ def suite(compared: dict[str, str]) -> None:
     run(JEPA_EVAL, "report", str(OUT / "suite"), "--out", str(OUT / "report"))
 
 
-def table(rows: list[dict[str, object]], stem: str) -> None:
-    """Write ``rows`` as ``OUT/stem.csv`` and a Markdown table ``OUT/stem.md`` (none without rows)."""
+def table(rows: list[dict[str, object]], stem: str, folder: Path | None = None) -> None:
+    """Write ``rows`` as ``folder/stem.csv`` and a Markdown table ``folder/stem.md`` (``folder``
+    default: ``OUT``; none without rows)."""
+    folder = OUT if folder is None else folder
     if not rows:
         print(f"{stem}: no rows yet, table not written")
         return
@@ -192,10 +194,10 @@ def table(rows: list[dict[str, object]], stem: str) -> None:
     writer = csv.DictWriter(text, columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
-    atomic_write_text(OUT / f"{stem}.csv", text.getvalue())
+    atomic_write_text(folder / f"{stem}.csv", text.getvalue())
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
-    atomic_write_text(OUT / f"{stem}.md", "\n".join(lines) + "\n")
+    atomic_write_text(folder / f"{stem}.md", "\n".join(lines) + "\n")
 
 
 def training_rows() -> list[dict[str, object]]:

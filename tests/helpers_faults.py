@@ -125,10 +125,10 @@ def cache_folders(cache_dir: Path) -> list[Path]:
 
 
 def all_cache_entries_valid(cache_dir: Path) -> bool:
-    """True when every folder under ``cache_dir`` is a complete entry whose digests match."""
+    """True when every folder under ``cache_dir`` is a complete entry (features or tokens) whose digests match."""
     cache = FeatureCache(cache_dir)
     folders = cache_folders(cache_dir)
-    return all(TMP_MARKER not in f.name and cache.get(f.name) is not None for f in folders)
+    return all(TMP_MARKER not in f.name and cache.get_arrays(f.name) is not None for f in folders)
 
 
 def write_bytes(path: Path, data: bytes) -> Path:

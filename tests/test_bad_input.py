@@ -230,6 +230,11 @@ CASES = [
                                  str(write_bytes(ws.tmp / "s.txt", b"../../etc/passwd\n"))),
          "../../etc/passwd"),
     Case("linear-batchnorm-unknown", lambda ws: ws.eval_args("linear", "--batchnorm", "maybe"), "'maybe'"),
+    Case("attentive-model-without-patch-tokens", lambda ws: ws.eval_args("attentive", ckpt="pixels:32"),
+         "the raw-pixel baseline"),
+    Case("attentive-zero-probes", lambda ws: ws.eval_args("attentive", "--lrs", ""), "a grid of zero probes"),
+    Case("attentive-class-missing-from-held-out", lambda ws: ws.eval_args("attentive"),
+         "2 of 2 classes with none held out", cached_ok=True),
     # outputs
     Case("results-dir-not-writable", _unwritable_results, "results", cached_ok=True),
     # suite and protocol files

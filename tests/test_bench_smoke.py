@@ -15,7 +15,7 @@ import pytest
 
 BENCH_DIR = Path(__file__).resolve().parents[1] / "bench"
 SLOW_BENCHES = ("reuse", "trainer")
-ALL_BENCHES = ("knn", "linear", "lowshot", "extract", "loader", "memory", *SLOW_BENCHES)
+ALL_BENCHES = ("knn", "linear", "attentive", "lowshot", "extract", "loader", "memory", *SLOW_BENCHES)
 
 
 @pytest.fixture()

@@ -54,7 +54,8 @@ def centroid() -> Iterator[Protocol]:
 
 
 def test_the_registry_lists_every_protocol_once_in_table_order() -> None:
-    assert [p.name for p in list_protocols()] == ["knn", "linear", "lowshot", "rank", "monitor", "signals"]
+    assert [p.name for p in list_protocols()] == ["knn", "linear", "attentive", "lowshot", "rank", "monitor",
+                                                  "signals"]
     assert [p.name for p in list_protocols("run")] == ["monitor", "signals"]
     assert all(p.version and p.label and p.summary for p in list_protocols())
 

@@ -4,6 +4,7 @@ A command's own options are the :func:`~jepa_eval.protocols.registry.option` fie
 protocol's config dataclass (tuples of numbers spelled comma-separated, booleans as
 ``--x/--no-x``), beside the shared model, extraction and result options; a protocol that measures
 one split also takes ``--split``. A field named ``seed`` without an option of its own takes ``--seed``.
+A protocol that reads patch tokens has no ``--mode`` (its config says which tokens).
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def protocol_command(protocol: Protocol) -> Callable[..., None]:
     command.__doc__ = protocol.summary[0].upper() + protocol.summary[1:] + "."
     shared_param = inspect.Parameter("shared", inspect.Parameter.KEYWORD_ONLY, annotation=c.Shared)
     command.__signature__ = inspect.Signature([*fixed, *own, shared_param])  # type: ignore[attr-defined]
-    return c.shared_options("model", "extract", "mode", "results", "json")(command)
+    reads_tokens = protocol.needs(protocol.config()).tokens is not None
+    groups = ("model", "extract", "results", "json") if reads_tokens else ("model", "extract", "mode", "results", "json")
+    return c.shared_options(*groups)(command)
 
 
 def evaluate(protocol: Protocol, config: Any, ckpt: str, data: str, split: str | None, shared: c.Shared) -> None:
@@ -91,7 +94,7 @@ def evaluate(protocol: Protocol, config: Any, ckpt: str, data: str, split: str |
     spec = shared.spec(ckpt)
     backbone = spec.load()
     c.console.print(f"model: {backbone.describe()}")
-    mode = resolve_mode(backbone, shared.mode)
+    mode = resolve_mode(backbone, shared.values.get("mode"))
     record = run_protocol(protocol, config, spec, backbone, data, mode, shared.options, split=split,
                           log=c.console.print)
     if record is not None:  # None on torchrun's helper ranks: rank 0 writes

@@ -3,9 +3,10 @@
 An entry's key is the sha256 of a canonical JSON of everything the features depend on
 (:data:`REQUIRED_PARTS`, built by :func:`cache_parts`, plus the feature-code version).
 Each entry is one folder named by its key, holding ``features.npy``, ``labels.npy`` and
-``manifest.json``. A writer fills a temporary folder (arrays first, the manifest last, each
-atomically) and renames the whole folder into place, so a reader sees a complete entry or
-none. An entry is valid only when its manifest records the arrays' byte sizes, sha256
+``manifest.json``: pooled features float32 [N, D'], or patch tokens float16 [N, T, D'] read
+back as a memory map (:meth:`FeatureCache.get_arrays`). A writer fills a temporary folder
+(arrays first, the manifest last, each atomically) and renames the whole folder into place, so a
+reader sees a complete entry or none. An entry is valid only when its manifest records the arrays' byte sizes, sha256
 digests, shapes and dtypes and they match; anything else is a miss, and the folder is removed.
 """
 
@@ -104,27 +105,52 @@ class FeatureCache:
 
     def get(self, key: str) -> FeatureSet | None:
         """The cached features of ``key``, or None (a missing or invalid entry, then removed)."""
+        found = self.get_arrays(key)
+        return None if found is None else FeatureSet(*found)
+
+    def get_arrays(self, key: str, *, mmap: bool = False,
+                   verify_digests: bool = True) -> tuple[np.ndarray, np.ndarray, dict[str, Any]] | None:
+        """(features, labels, meta) of ``key`` as stored (``mmap``: features memory-mapped
+        read-only), or None for a missing or invalid entry (then removed). ``verify_digests``
+        False trusts the digests, e.g. when another process has just checked them."""
         folder = self._folder(key)
         if not folder.is_dir():
             return None
-        manifest = _read_manifest(folder, key, verify_digests=True)
+        manifest = _read_manifest(folder, key, verify_digests=verify_digests)
         if manifest is None:
             log.warning("removing invalid feature cache entry %s", folder)
             shutil.rmtree(folder, ignore_errors=True)
             return None
-        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False) for name in _ARRAYS}
+        arrays = {name: np.load(folder / f"{name}.npy", allow_pickle=False,
+                                mmap_mode="r" if mmap and name == "features" else None) for name in _ARRAYS}
         for name, array in arrays.items():
             record = manifest["files"][name]
             if list(array.shape) != record["shape"] or str(array.dtype) != record["dtype"]:
                 log.warning("removing feature cache entry %s: %s.npy has the wrong shape", folder, name)
+                del arrays
                 shutil.rmtree(folder, ignore_errors=True)
                 return None
-        return FeatureSet(arrays["features"], arrays["labels"], manifest["meta"])
+        return arrays["features"], arrays["labels"], manifest["meta"]
 
     def put(self, key: str, featureset: FeatureSet, parts: dict[str, Any]) -> Path:
         """Store ``featureset`` under ``key`` and return the entry folder.
 
         If another writer stored a valid entry under the same key first, theirs is kept.
+        """
+        def write(folder: Path) -> dict[str, Any]:
+            save_array(folder / "features.npy", featureset.features)
+            save_array(folder / "labels.npy", featureset.labels)
+            return featureset.meta
+
+        return self.write_entry(key, parts, write)
+
+    def write_entry(self, key: str, parts: dict[str, Any], write: Callable[[Path], dict[str, Any]]) -> Path:
+        """Store the entry that ``write(folder)`` fills (``features.npy`` and ``labels.npy``; it
+        returns the meta) under ``key``, and return the entry folder.
+
+        ``write`` fills a temporary folder; the manifest (sizes, digests, shapes, dtypes read back
+        from the files) is written last and the folder renamed into place, so a failed or
+        interrupted ``write`` leaves nothing. A valid entry another writer stored first is kept.
         """
         if cache_key(parts) != key:
             raise JepaEvalError("the feature cache key does not match its parts",
@@ -133,15 +159,11 @@ class FeatureCache:
         tmp = self.root / f"{TMP_MARKER}{key[:16]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         tmp.mkdir(parents=True)
         try:
-            files = {}
-            for name in _ARRAYS:
-                array = getattr(featureset, name)
-                path = save_array(tmp / f"{name}.npy", array)
-                files[name] = {"bytes": path.stat().st_size, "sha256": file_sha256(path),
-                               "shape": list(array.shape), "dtype": str(array.dtype)}
+            meta = write(tmp)
+            files = {name: _describe(tmp / f"{name}.npy") for name in _ARRAYS}
             atomic_write_json(tmp / "manifest.json", {
                 "layout": LAYOUT_VERSION, "key": key, "parts": parts, "files": files,
-                "rows": len(featureset), "dim": featureset.dim, "meta": featureset.meta,
+                "rows": files["features"]["shape"][0], "dim": files["features"]["shape"][-1], "meta": meta,
                 "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")})
             self._move_into_place(tmp, final, key)
         finally:
@@ -229,6 +251,13 @@ def cached_extract(cache: FeatureCache | None, parts: dict[str, Any],
     except OSError as exc:
         warnings.warn(f"could not store features in the cache at {cache.root}: {exc}", stacklevel=2)
     return featureset, False
+
+
+def _describe(path: Path) -> dict[str, Any]:
+    """The manifest record of one ``.npy`` file: its bytes, sha256, shape and dtype."""
+    array = np.load(path, mmap_mode="r", allow_pickle=False)
+    return {"bytes": path.stat().st_size, "sha256": file_sha256(path), "shape": list(array.shape),
+            "dtype": str(array.dtype)}
 
 
 def _read_manifest(folder: Path, key: str, *, verify_digests: bool) -> dict[str, Any] | None:

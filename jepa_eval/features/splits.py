@@ -96,22 +96,18 @@ def split_features(backbone: Backbone, dataset: str, split: str, mode: str,
     if subset is not None:
         subset_digest = hashlib.sha256(np.asarray(subset, dtype=np.int64).tobytes()).hexdigest()
         data = torch.utils.data.Subset(data, [int(i) for i in subset])
-    parts = {
-        "checkpoint_sha256": backbone.sha256,
-        "ckpt_key": backbone.ckpt_key,
-        "arch": backbone.arch,
-        "dataset": dataset,
-        "root": str(Path(root).resolve()),
-        "split": split,
-        "num_samples": len(data),
-        "subset_sha256": subset_digest,
-        "transform": repr(transform),
-        "image_size": backbone.image_size,
-        "mode": mode,
-    }
+    parts = split_key_parts(backbone, dataset, split, root, len(data), transform, mode, subset_sha256=subset_digest)
     features, hit = _cached_features(backbone, data, mode, parts, options, desc=f"{dataset}/{split}")
     return SplitFeatures(features=features, dataset=dataset, split=split,
                          num_classes=num_classes, cache_hit=hit, root=root)
+
+
+def split_key_parts(backbone: Backbone, dataset: str, split: str, root: str | Path, num_samples: int,
+                    transform: Any, mode: str, **extra: Any) -> dict[str, Any]:
+    """The cache-key parts of a split's features (the compute dtype is added at extraction)."""
+    return {"checkpoint_sha256": backbone.sha256, "ckpt_key": backbone.ckpt_key, "arch": backbone.arch,
+            "dataset": dataset, "root": str(Path(root).resolve()), "split": split, "num_samples": num_samples,
+            "transform": repr(transform), "image_size": backbone.image_size, "mode": mode, **extra}
 
 
 def _cached_features(backbone: Backbone, data: Any, mode: str, parts: dict[str, Any],

@@ -4,8 +4,12 @@ The protocol commands, ``transfer``, ``suite`` and ``monitor`` all run protocols
 :func:`run_protocol`, so a number means the same thing whichever command produced it. Records are
 returned, not written.
 
-Under ``torchrun`` every rank takes part in the extraction; rank 0 alone evaluates and gets the
-record, the other ranks get None and go on to the next extraction.
+Under ``torchrun`` every rank takes part in the extraction; rank 0 alone evaluates (every rank,
+for a protocol that shares its work: ``all_ranks``) and gets the record, the other ranks get None
+and go on to the next extraction.
+
+A protocol that asks for patch tokens gets token sources of both splits, from the token cache or
+from the backbone in the loop; its record's feature mode names the token layout ('tokens4').
 """
 
 from __future__ import annotations
@@ -21,8 +25,11 @@ from jepa_eval.data import get_spec
 from jepa_eval.backbones.spec import ModelSpec
 from jepa_eval.features.splits import (ExtractOptions, SplitFeatures, augmented_views, seeded_split_features,
                                        split_features, split_labels, subset_from_file)
+from jepa_eval.features.stream import streamed_splits
+from jepa_eval.features.token_splits import size_text, split_tokens
+from jepa_eval.features.tokens import TokenLayout, TokenSplit, token_bytes
 from jepa_eval.pipeline.shots import Draw, evaluate_draws, relative_to, rows_needed, shot_draws
-from jepa_eval.protocols.registry import Inputs, Labelled, Needs, Protocol
+from jepa_eval.protocols.registry import Inputs, Labelled, Needs, Protocol, TokensNeeded
 from jepa_eval.results.record import DatasetInfo, FeatureInfo, ModelInfo, ResultRecord
 
 Log = Callable[[str], Any]
@@ -68,6 +75,34 @@ def _extract_shots(backbone: Backbone, dataset: str, split: str, mode: str, opti
     return part, int(labels.size), relative_to(draws, rows)
 
 
+def _tokens(backbone: Backbone, dataset: str, needs: TokensNeeded, options: ExtractOptions,
+            log: Log | None) -> tuple[TokenSplit, TokenSplit, str]:
+    """Token sources of the training and evaluation splits, and the layout's name."""
+    layout = TokenLayout(needs.blocks, needs.pooling)
+    data_spec = get_spec(dataset)
+    if needs.augment == "none":
+        parts = split_tokens(backbone, dataset, [data_spec.train_split, data_spec.eval_split], layout, options)
+    else:
+        parts = list(streamed_splits(backbone, dataset, layout, needs.augment, options))
+    for part in parts:
+        if needs.augment == "none":
+            how = f"float16, {size_text(token_bytes(part.source.shape))}, " + (
+                "reused from the feature cache" if part.cache_hit else "extracted")
+        else:
+            how = "backbone in the loop" + (f", training batches augmented ({needs.augment})"
+                                            if part.split == data_spec.train_split else "")
+        if log is not None:
+            n, length, width = part.source.shape
+            log(f"tokens {dataset}/{part.split} ({layout.name}): {n} x {length} x {width} ({how})")
+    return parts[0], parts[1], layout.name
+
+
+def distinct_modes(protocol: Protocol, config: Any, modes: list[str]) -> list[str]:
+    """The feature modes that give ``protocol`` different inputs: the first alone for a protocol
+    that reads patch tokens (the mode does not choose them)."""
+    return modes[:1] if protocol.needs(config).tokens is not None else modes
+
+
 def run_protocol(protocol: Protocol, config: Any, spec: ModelSpec, backbone: Backbone, dataset: str, mode: str,
                  options: ExtractOptions, *, split: str | None = None, log: Log | None = None) -> ResultRecord | None:
     """``protocol`` with ``config`` on ``backbone``'s ``mode`` features of ``dataset``.
@@ -82,7 +117,17 @@ def run_protocol(protocol: Protocol, config: Any, spec: ModelSpec, backbone: Bac
     data_spec = get_spec(dataset)
     draws: list[Draw] = []  # k-shot draws of the training split, when the protocol asks for them
     device = None if options.device in (None, "auto") else options.device
-    if protocol.splits == ("split",):
+    if protocol.all_ranks and needs.tokens is None:
+        raise ValueError(f"protocol {protocol.name!r} runs on every rank but reads pooled features, which only "
+                         "rank 0 holds in full")
+    if needs.tokens is not None:
+        train, test, mode = _tokens(backbone, dataset, needs.tokens, options, log)
+        inputs = Inputs(train=Labelled(train.source, train.source.labels),
+                        eval=Labelled(test.source, test.source.labels), num_classes=train.num_classes,
+                        device=device, progress=options.progress and rank() == 0)
+        info = DatasetInfo(name=dataset, root=train.root, train_split=train.split, n_train=train.size,
+                           num_classes=train.num_classes, eval_split=test.split, n_eval=test.size)
+    elif protocol.splits == ("split",):
         measured = split or data_spec.train_split
         part, total = _extract(backbone, dataset, measured, mode, options, needs, log)
         views = None
@@ -105,9 +150,11 @@ def run_protocol(protocol: Protocol, config: Any, spec: ModelSpec, backbone: Bac
                         train_subset=subset, device=device, progress=options.progress)
         info = DatasetInfo(name=dataset, root=train.root, train_split=train.split, n_train=n_train,
                            num_classes=train.num_classes, eval_split=test.split, n_eval=test.size)
-    if rank() != 0:
+    if rank() != 0 and not protocol.all_ranks:
         return None
     evaluation = evaluate_draws(protocol, config, inputs, draws) if draws else protocol.evaluate(inputs, config)
+    if rank() != 0:
+        return None
     return ResultRecord(protocol=protocol.name, protocol_version=protocol.version, model=model_info(spec, backbone),
                         dataset=replace(info, **evaluation.dataset),
                         features=FeatureInfo(mode=mode, image_size=backbone.image_size),

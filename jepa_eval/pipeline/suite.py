@@ -32,7 +32,7 @@ import yaml
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.backbones.spec import ModelSpec
 from jepa_eval.features.splits import ExtractOptions, resolve_mode
-from jepa_eval.pipeline.evaluate import run_protocol
+from jepa_eval.pipeline.evaluate import distinct_modes, run_protocol
 from jepa_eval.pipeline.transfer import check_transferable, transfer_records
 from jepa_eval.protocols import list_protocols
 from jepa_eval.protocols.registry import Protocol, build_config
@@ -243,5 +243,5 @@ def _run_entry(spec: ModelSpec, backbone: Any, entry: ProtocolEntry, options: Ex
     if entry.protocol == TRANSFER:
         return transfer_records(spec, backbone, list(entry.datasets), protocol, modes, config, options, log=log)
     records = [run_protocol(protocol, config, spec, backbone, entry.dataset, mode, options, split=entry.split, log=log)
-               for mode in modes]
+               for mode in distinct_modes(protocol, config, modes)]
     return [record for record in records if record is not None]

@@ -16,7 +16,7 @@ from jepa_eval.backbones.backbone import Backbone
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.backbones.spec import ModelSpec
 from jepa_eval.features.splits import ExtractOptions
-from jepa_eval.pipeline.evaluate import Log, run_protocol
+from jepa_eval.pipeline.evaluate import Log, distinct_modes, run_protocol
 from jepa_eval.protocols.registry import Protocol
 from jepa_eval.results.record import FeatureInfo, Metric, ResultRecord
 
@@ -41,10 +41,10 @@ def transfer_records(spec: ModelSpec, backbone: Backbone, datasets: list[str], p
     records = []
     for dataset in datasets:
         candidates = []
-        for mode in modes:
+        for mode in distinct_modes(protocol, config, modes):
             record = run_protocol(protocol, config, spec, backbone, dataset, mode, options, log=log)
-            if record is not None:
-                candidates.append((protocol.transfer.score(record.summary), mode, record))
+            if record is not None:  # the record's mode: a token protocol names its token layout
+                candidates.append((protocol.transfer.score(record.summary), record.features.mode, record))
         if candidates:
             records.append(_combine(protocol, candidates))
     return records

@@ -8,10 +8,10 @@ name added here.
 """
 
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.protocols import knn, linear, lowshot, rank, monitor, signals  # each registers itself
+from jepa_eval.protocols import knn, linear, attentive, lowshot, rank, monitor, signals  # each registers itself
 from jepa_eval.protocols.registry import Protocol, registered
 
-__all__ = ["knn", "linear", "lowshot", "rank", "monitor", "signals", "get_protocol", "list_protocols"]
+__all__ = ["knn", "linear", "attentive", "lowshot", "rank", "monitor", "signals", "get_protocol", "list_protocols"]
 
 
 def list_protocols(runs_on: str | None = None) -> list[Protocol]:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from jepa_eval.core.errors import JepaEvalError
+from jepa_eval.features.tokens import TokenSource
 from jepa_eval.results.record import Metric, ResultRecord
 
 # ---------------------------------------------------------------------------- inputs and outputs
@@ -27,9 +28,13 @@ from jepa_eval.results.record import Metric, ResultRecord
 
 @dataclass(frozen=True)
 class Labelled:
-    """Features of one split, one row per image: ``features`` float32 [N, D], ``labels`` int64 [N]."""
+    """One split, one row per image: ``features`` float32 [N, D] and ``labels`` int64 [N].
 
-    features: np.ndarray
+    For a protocol whose :class:`Needs` asked for ``tokens``, ``features`` is a
+    :class:`~jepa_eval.features.tokens.TokenSource` of the split's patch tokens [N, T, D'].
+    """
+
+    features: np.ndarray | TokenSource
     labels: np.ndarray
 
 
@@ -43,6 +48,17 @@ class ViewsNeeded:
 
 
 @dataclass(frozen=True)
+class TokensNeeded:
+    """Patch tokens instead of pooled features: those of the last ``blocks`` blocks after the final
+    norm, combined by ``pooling`` ('concat' or 'mean'). ``augment`` 'none' reads them from the
+    token cache; 'crop' or 'vjepa' runs the backbone on every batch, training batches augmented so."""
+
+    blocks: int = 1
+    pooling: str = "concat"
+    augment: str = "none"
+
+
+@dataclass(frozen=True)
 class Needs:
     """What the pipeline extracts for one run of a protocol, as the config asks.
 
@@ -51,7 +67,8 @@ class Needs:
     subset file naming the training images to use (e.g. ImageNet 1percent.txt). ``shots``: the
     protocol is evaluated once per k-shot draw of the training split (k images a class, seeds
     ``0 .. shot_seeds - 1``; ``'all'``: the whole split once), see :mod:`jepa_eval.protocols.sampling`;
-    empty: once on the whole split.
+    empty: once on the whole split. ``tokens``: token sources of both splits instead of pooled
+    features (the feature mode then does not apply).
     """
 
     rows: int | None = None
@@ -60,6 +77,7 @@ class Needs:
     train_subset_file: str | None = None
     shots: tuple[int | str, ...] = ()
     shot_seeds: int = 1
+    tokens: TokensNeeded | None = None
 
 
 @dataclass(frozen=True)
@@ -150,7 +168,10 @@ class Protocol:
     ``splits``: ``("train", "eval")`` for protocols that fit on the training split and score on
     the evaluation split, ``("split",)`` for label-free ones that measure one split (the CLI and
     suite entries then take ``split``). ``runs_on``: 'model' (a command, suite entries, transfer) or
-    'run' (a training run's checkpoints: only its own command calls it).
+    'run' (a training run's checkpoints: only its own command calls it). ``all_ranks``: under
+    torchrun, ``evaluate`` runs on every rank (it shares the work itself, e.g. all-reducing
+    gradients) with the whole inputs, which the pipeline gives for token requests; otherwise
+    rank 0 alone evaluates.
     ``table_coords`` fixes coordinates in paper tables (k-NN: ``{"k": 20}``); ``table_latest``
     keeps only the largest value of that coordinate per run (monitor: the last epoch).
     ``setting(coords)`` names a sub-column of a table ('1%', '5-shot'), ``caption(shown)`` the
@@ -169,6 +190,7 @@ class Protocol:
     describe: Callable[[ResultRecord], str] | None = None
     splits: tuple[str, ...] = ("train", "eval")
     runs_on: str = "model"
+    all_ranks: bool = False
     headline: tuple[str, ...] = ()
     table_coords: Mapping[str, Any] = field(default_factory=dict)
     table_latest: str | None = None
