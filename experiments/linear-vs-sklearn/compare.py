@@ -159,10 +159,13 @@ def compare(name: str, per_class: int | None, eval_per_class: int | None, featur
         if records is not None:
             write_record(record, records)
         summary = record.summary
-        detail = (f"C={summary['chosen_C']:g}, {summary['iterations']} iterations" if summary["solver"] == "lbfgs" else
-                  f"lr={summary['chosen_lr']:g}, wd={summary['chosen_wd']:g}, "
-                  f"{'BN' if summary['chosen_batchnorm'] else 'plain'}, {summary['steps']} steps, "
-                  f"train loss {summary['chosen_train_loss']:.3f}" + (f"; {summary['edge']}" if summary["edge"] else ""))
+        if summary["solver"] == "lbfgs":
+            detail = f"C={summary['chosen_C']:g}, {summary['iterations']} iterations"
+        else:
+            detail = (f"lr={summary['chosen_lr']:g}, wd={summary['chosen_wd']:g}, "
+                      f"{'BN' if summary['chosen_batchnorm'] else 'plain'}, {summary['steps']} steps")
+            detail += f"; {summary['edge']}" if summary["edge"] else ""
+        detail += f", train loss {summary['chosen_train_loss']:.3f}"
         rows.append(Row(name, record.dataset.n_train, record.dataset.n_eval, f"{features} ({mode})",
                         f"{solver} ({summary['solver']})", summary["top1"], record.wall_time_s, detail,
                         reference.top1, reference.C, reference.seconds))

@@ -500,8 +500,9 @@ def _lbfgs_probe(train: tuple[torch.Tensor, torch.Tensor], held: np.ndarray | No
                 "objective": model.objective}
     sizes = {"fit": split[0].size, "select": split[1].size, "eval": report[1].numel(),
              "refit": labels.numel() if refit else split[0].size}
-    return LinearResult(metrics=metrics, chosen={**coords, "val_top1": chosen.scores[chosen.C], "train_loss": train_loss},
-                        grid=grid, selected_on=config.select_on, solver="lbfgs", training=training, sizes=sizes)
+    choice = {**coords, "val_top1": chosen.scores[chosen.C], "train_loss": train_loss}
+    return LinearResult(metrics=metrics, chosen=choice, grid=grid, selected_on=config.select_on, solver="lbfgs",
+                        training=training, sizes=sizes)
 
 
 def solver_to_run(config: LinearConfig, rows: int, dim: int) -> str:
