@@ -352,3 +352,15 @@ def test_bad_inputs_and_settings_are_errors() -> None:
         linear_probe(x, y, bad, y, LinearConfig(**SMALL), progress=False)
     with pytest.raises(JepaEvalError, match="different widths"):
         linear_probe(x, y, x[:, :8], y, LinearConfig(**SMALL), progress=False)
+
+
+def test_the_table_caption_names_the_solver_that_ran() -> None:
+    from jepa_eval.protocols.linear import _caption
+    from jepa_eval.protocols.registry import Shown
+
+    def caption(*params: dict) -> str:
+        return _caption(Shown(params=list(params), values={}))
+
+    assert caption({"selected_on": "val", "solver_ran": "lbfgs"}) == "linear: logistic regression, C chosen on held-out val"
+    assert caption({"selected_on": "val", "solver_ran": "sgd"}) == "linear: best head on held-out val"
+    assert caption({"selected_on": "eval"}) == "linear: best head on the evaluation split"  # a version-1 record

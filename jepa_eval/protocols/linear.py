@@ -564,10 +564,10 @@ def _caption(shown: Shown) -> str:
     on = {p.get("selected_on", p.get("select_on", "val")) for p in shown.params}
     where = ("held-out val" if on == {"val"} else "the evaluation split" if on == {"eval"}
              else "held-out val or the evaluation split")
-    solvers = {p.get("solver_ran", "sgd") for p in shown.params}
-    what = {frozenset({"sgd"}): "best SGD head", frozenset({"lbfgs"}): "logistic regression, C"}.get(
-        frozenset(solvers), "best SGD head or logistic regression C")
-    return f"linear: {what} chosen on {where}"
+    solvers = {p.get("solver_ran", "sgd") for p in shown.params}  # records before version 2 ran the grid
+    what = {frozenset({"sgd"}): "best head", frozenset({"lbfgs"}): "logistic regression, C chosen"}.get(
+        frozenset(solvers), "best head or logistic-regression C")
+    return f"linear: {what} on {where}"
 
 
 def _describe(record: ResultRecord) -> str:

@@ -6,8 +6,7 @@ Settings: a fraction of the labels per class (``fractions``), k images per class
 
 The classifier minimises scikit-learn's multinomial ``LogisticRegression`` objective,
 ``sum_i CE_i + ||W||^2 / (2 C)`` with the intercept unpenalised, on the raw features (not
-standardised: DINOv2's log-regression and the CLIP paper's probe fit the features as they
-are), with scikit-learn's stopping rule, by the shared solver of
+standardised, as DINOv2's log-regression fits them), with scikit-learn's stopping rule, by the shared solver of
 :mod:`jepa_eval.protocols.logreg` (L-BFGS in the row basis of the features, preconditioned,
 float32 with a float64 check; CPU or CUDA). ``C`` is chosen on a seeded stratified
 validation split of the low-shot training set (never on the evaluation labels), fitting
