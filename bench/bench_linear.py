@@ -34,9 +34,10 @@ QUICK = {"train": 300, "test": 100, "dim": 16, "epochs": 1, "repeats": 1}
 
 
 def grid_config(epochs: int) -> LinearConfig:
-    """The 16-head grid: 4 learning rates x 2 weight decays x {plain, BatchNorm}."""
+    """The 16-head SGD grid: 4 learning rates x 2 weight decays x {plain, BatchNorm}, ``epochs`` as
+    given (no step floor) and never widened, so that each head's run is the same alone."""
     return LinearConfig(learning_rates=(1e-3, 1e-2, 1e-1, 1.0), weight_decays=(0.0, 5e-4),
-                        batchnorm=(False, True), epochs=epochs)
+                        batchnorm=(False, True), epochs=epochs, solver="sgd", min_steps=0, max_widenings=0)
 
 
 def one_after_another(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.ndarray, y_eval: np.ndarray,

@@ -64,13 +64,24 @@ def test_json_flag_prints_the_record_on_stdout(workspace, tmp_path):
 
 def test_linear_reports_the_head_chosen_on_held_out_train(workspace, tmp_path):
     _invoke(["linear", "--ckpt", str(workspace["ckpt"]), "--data", f"imagefolder:{workspace['data']}",
-             "--epochs", "20", "--lrs", "0.1,1.0", "--val-fraction", "0.25"], workspace, tmp_path)
+             "--solver", "sgd", "--epochs", "20", "--lrs", "0.1,1.0", "--wds", "0,5e-4", "--val-fraction", "0.25",
+             "--max-widenings", "0"], workspace, tmp_path)
     (record,) = load_records(tmp_path)
-    assert record.params["selected_on"] == "val"
+    assert record.params["selected_on"] == "val" and record.params["solver_ran"] == "sgd"
     assert record.summary["top1"] == 100.0
-    assert {"chosen_lr", "chosen_wd", "chosen_batchnorm"} <= set(record.summary)
+    assert {"chosen_lr", "chosen_wd", "chosen_batchnorm", "chosen_train_loss", "steps"} <= set(record.summary)
     grid = [m for m in record.metrics if m.name == "val_top1"]
     assert len(grid) == 2 * 2 * 2  # lrs x weight decays x {plain, BatchNorm}
+
+
+def test_linear_by_default_runs_the_exact_solver_on_a_split_that_fits_in_memory(workspace, tmp_path):
+    _invoke(["linear", "--ckpt", str(workspace["ckpt"]), "--data", f"imagefolder:{workspace['data']}",
+             "--Cs", "0.01,1,100", "--val-fraction", "0.25"], workspace, tmp_path)
+    (record,) = load_records(tmp_path)
+    assert record.params["solver"] == "auto" and record.params["solver_ran"] == "lbfgs"
+    assert record.params["standardize"] is True
+    assert record.summary["chosen_C"] in (0.01, 1.0, 100.0) and record.summary["converged"] is True
+    assert sorted(m.coords["C"] for m in record.metrics if m.name == "val_top1") == [0.01, 1.0, 100.0]
 
 
 def test_features_exports_rows_in_dataset_order(workspace, tmp_path):

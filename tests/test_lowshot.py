@@ -1,5 +1,5 @@
-"""Low-shot protocol: exact per-class sampling, subset files, and a logistic regression that
-matches scikit-learn's, with C chosen without ever looking at the evaluation labels."""
+"""Low-shot protocol: exact per-class sampling, subset files, and the shared logistic regression
+(tests/test_logreg.py) with C chosen without ever looking at the evaluation labels."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
-import torch
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 
 from jepa_eval.core.errors import JepaEvalError
-from jepa_eval.protocols.lowshot import (LowShotConfig, fit_logreg, lowshot_evaluate, sample_fraction, sample_shots, topk_accuracy, validation_split)
+from jepa_eval.protocols.lowshot import (LowShotConfig, evaluate, lowshot_evaluate, sample_fraction, sample_shots,
+                                         validation_split)
+from jepa_eval.protocols.registry import Inputs, Labelled
 
 SMALL_GRID = (1e-3, 1e-1, 10.0)
 #: Protocol tests check behaviour, not convergence: few L-BFGS iterations keep them fast.
@@ -30,11 +31,6 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn's 8x8 digits (1797 x 64 pixels scaled to [0, 1], 10 classes): cheap real features."""
     x, y = load_digits(return_X_y=True)
     return x / 16.0, y
-
-
-def projected(x: np.ndarray, width: int, seed: int) -> np.ndarray:
-    """A Gaussian random projection of ``x`` to ``width`` dimensions."""
-    return x @ np.random.default_rng(seed).standard_normal((x.shape[1], width)) / np.sqrt(x.shape[1])
 
 
 def test_sample_fraction_takes_the_rounded_fraction_of_every_class():
@@ -83,47 +79,33 @@ def test_validation_split_keeps_a_training_sample_in_every_class():
     assert set(train).isdisjoint(val) and len(train) + len(val) == len(labels)
 
 
-@pytest.mark.parametrize("C", [1e-2, 1.0])
-@pytest.mark.parametrize("width", [None, 32])
-def test_logistic_regression_matches_scikit_learn(digits, C, width):
+def test_a_rows_accuracy_is_scikit_learns_at_the_chosen_C_refit_on_the_low_shot_sample(digits):
     x, y = digits
-    if width is not None:
-        x = projected(x, width, seed=0)
-    train, test = np.arange(0, 1797, 3), np.setdiff1d(np.arange(1797), np.arange(0, 1797, 3))
-    reference = LogisticRegression(C=C, tol=1e-10, max_iter=5000).fit(x[train], y[train])
-    ours = fit_logreg(torch.tensor(x[train]), torch.tensor(y[train]), C, 10, max_iter=500, tol=1e-8)
-
-    ref_accuracy = 100 * np.mean(reference.predict(x[test]) == y[test])
-    assert topk_accuracy(ours, torch.tensor(x[test]), torch.tensor(y[test]), 1) == pytest.approx(
-        ref_accuracy, abs=0.5)
-    logits = x[train] @ reference.coef_.T + reference.intercept_
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    cross_entropy = -(shifted[np.arange(len(train)), y[train]] - np.log(np.exp(shifted).sum(1))).sum()
-    ref_objective = cross_entropy + (reference.coef_ ** 2).sum() / (2 * C)
-    assert ours.objective == pytest.approx(ref_objective, rel=1e-4)
-    weight = ours.weight.numpy().T
-    assert np.abs(weight - reference.coef_).max() <= 0.02 * np.abs(reference.coef_).max()
-    # The intercept is defined up to a shift shared by all classes.
-    bias = ours.bias.numpy() - ours.bias.numpy().mean()
-    ref_bias = reference.intercept_ - reference.intercept_.mean()
-    assert np.abs(bias - ref_bias).max() <= 0.02 * np.abs(ref_bias).max() + 1e-3
+    config = LowShotConfig(shots=(20,), seeds=1, Cs=SMALL_GRID)
+    result = lowshot_evaluate(x[:1000], y[:1000], x[1000:], y[1000:], config, progress=False)
+    top1 = next(m for m in result.metrics if m.name == "top1")
+    sample = sample_shots(y[:1000], 20, seed=0)
+    train, val = validation_split(y[:1000][sample], 0.2, seed=0)
+    scores = {C: LogisticRegression(C=C).fit(x[sample][train], y[sample][train]).score(x[sample][val], y[sample][val])
+              for C in SMALL_GRID}
+    C = min(c for c, s in scores.items() if s == max(scores.values()))
+    reference = LogisticRegression(C=C).fit(x[sample], y[sample])
+    assert top1.coords["C"] == C
+    assert top1.value == pytest.approx(100 * reference.score(x[1000:], y[1000:]), abs=0.5)
 
 
-@pytest.mark.parametrize("C", [1e-2, 1.0])
-def test_at_default_tolerances_accuracy_matches_scikit_learn_within_half_a_point(digits, C):
+def test_rows_record_each_fits_iterations_and_convergence_and_the_summary_counts_them(digits):
     x, y = digits
-    train, test = np.arange(0, 1797, 3), np.setdiff1d(np.arange(1797), np.arange(0, 1797, 3))
-    reference = LogisticRegression(C=C).fit(x[train], y[train])
-    ours = fit_logreg(torch.tensor(x[train]), torch.tensor(y[train]), C, 10)
-    ref_accuracy = 100 * np.mean(reference.predict(x[test]) == y[test])
-    assert topk_accuracy(ours, torch.tensor(x[test]), torch.tensor(y[test]), 1) == pytest.approx(ref_accuracy, abs=0.5)
-
-
-def test_warm_start_reaches_the_same_solution(digits):
-    x, y = torch.tensor(digits[0][:300]), torch.tensor(digits[1][:300])
-    cold = fit_logreg(x, y, 1e-2, 10, max_iter=300)
-    warm = fit_logreg(x, y, 1e-2, 10, init=fit_logreg(x, y, 1e-3, 10, max_iter=300), max_iter=300)
-    assert warm.objective == pytest.approx(cold.objective, rel=1e-6)
+    inputs = Inputs(train=Labelled(x[:1000], y[:1000]), eval=Labelled(x[1000:], y[1000:]), num_classes=10,
+                    device="cpu", progress=False)
+    capped = evaluate(inputs, LowShotConfig(shots=(5,), seeds=2, Cs=SMALL_GRID, max_iter=1))
+    converged = [m for m in capped.metrics if m.name == "converged"]
+    assert [m.value for m in converged] == [0.0, 0.0]  # one iteration cannot meet tol 1e-4
+    assert [m.value for m in capped.metrics if m.name == "iterations"] == [1.0, 1.0]
+    assert capped.summary["solver"] == "lbfgs" and capped.summary["fits_not_converged"] == 2
+    loose = evaluate(inputs, LowShotConfig(shots=(5,), seeds=2, Cs=SMALL_GRID))
+    assert loose.summary["fits_not_converged"] == 0 and loose.summary["fits"] == 2
+    assert 1 <= loose.summary["iterations_max"] < 200
 
 
 def test_choice_of_c_never_sees_the_evaluation_labels(digits):
@@ -145,6 +127,7 @@ def test_lowshot_rows_carry_setting_seed_and_c_and_summaries_average_the_seeds(d
         (0.05, None, 0), (0.05, None, 1), (0.05, None, 2), (None, 3, 0), (None, 3, 1), (None, 3, 2)]
     assert all(m.coords["C"] in SMALL_GRID for m in top1)
     assert len([m for m in result.metrics if m.name == "top5"]) == 6
+    assert {m.name for m in result.summary} == {"top1_mean", "top1_std", "top5_mean", "top5_std"}
     summary = {(m.name, tuple(m.coords.items())): m.value for m in result.summary}
     values = [m.value for m in top1[:3]]
     assert summary[("top1_mean", (("fraction", 0.05),))] == pytest.approx(np.mean(values))
@@ -155,7 +138,7 @@ def test_ten_shot_digits_are_mostly_recognised(digits):
     x, y = digits
     config = LowShotConfig(shots=(10,), seeds=1, Cs=SMALL_GRID, max_iter=FEW_ITERATIONS)
     result = lowshot_evaluate(x[:1000], y[:1000], x[1000:], y[1000:], config, progress=False)
-    top1, top5 = result.metrics
+    top1, top5 = result.metrics[:2]
     assert top1.value > 80 and top5.value > top1.value
 
 
@@ -173,7 +156,8 @@ def test_subset_runs_once_on_exactly_the_given_images(digits):
     result = lowshot_evaluate(x[:1000], y[:1000], x[1000:], y[1000:], config, subset_indices=subset,
                               progress=False)
     assert [(m.name, m.coords["subset"], m.coords["seed"]) for m in result.metrics] == [
-        ("top1", "40 images", 0), ("top5", "40 images", 0)]
+        ("top1", "40 images", 0), ("top5", "40 images", 0), ("iterations", "40 images", 0),
+        ("converged", "40 images", 0)]
 
 
 def test_top5_is_left_out_with_five_classes_or_fewer(digits):
@@ -182,7 +166,7 @@ def test_top5_is_left_out_with_five_classes_or_fewer(digits):
     config = LowShotConfig(shots=(5,), seeds=1, Cs=SMALL_GRID, max_iter=FEW_ITERATIONS)
     result = lowshot_evaluate(x[keep][:400], y[keep][:400], x[keep][400:], y[keep][400:], config,
                               progress=False)
-    assert [m.name for m in result.metrics] == ["top1"]
+    assert [m.name for m in result.metrics] == ["top1", "iterations", "converged"]
 
 
 def test_with_no_setting_given_the_protocol_takes_one_percent_of_the_labels():

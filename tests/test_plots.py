@@ -11,7 +11,7 @@ import pytest
 from scipy.stats import spearmanr
 
 from helpers_report import (COLLAPSE_EPOCH, LIDAR, LINEAR_TOP1, LOWSHOT, MONITOR_EPOCHS, RANKME,
-                            all_records, linear_record, rank_record, write_all)
+                            all_records, linear_record, lowshot_record, rank_record, write_all)
 from jepa_eval.report import plots
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.report.tidy import collapse_points, tidy_frame
@@ -137,3 +137,26 @@ def test_monitor_plot_without_monitor_results_is_an_error(tmp_path):
     frame = tidy_frame([r for r in all_records() if r.protocol != "monitor"])
     with pytest.raises(JepaEvalError, match="no monitor results"):
         plots.plot_monitor(frame, tmp_path / "monitor", protocol="monitor")
+
+
+def test_every_lowshot_point_draws_its_spread_over_seeds_as_an_error_bar(tmp_path, monkeypatch):
+    """Even a setting drawn as a single point per model (one label fraction) shows its ± std."""
+    record = lowshot_record()
+    kept = [m for m in record.metrics if m.coords.get("fraction") == 0.1 or "shots" in m.coords]
+    single = replace(record, metrics=kept)
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, data, stem: figures.append((fig, data)) or [])
+    plots.plot_label_curves(tidy_frame([single]), tmp_path / "curves", protocol="lowshot")
+    (fig, data), = figures
+    bars = {}
+    for ax in fig.axes:
+        for container in ax.containers:
+            segments = container.lines[2][0].get_segments()  # one vertical segment a point
+            bars.update({(ax.get_xlabel(), round(s[0][0], 6)): s[1][1] - s[0][1] for s in segments})
+    assert bars.keys() == {("labelled fraction (%)", 10.0), ("labelled images per class", 1.0),
+                           ("labelled images per class", 5.0)}
+    for (kind, amount), values in LOWSHOT.items():
+        x = amount * 100 if kind == "fraction" else amount
+        axis = "labelled fraction (%)" if kind == "fraction" else "labelled images per class"
+        if (axis, round(x, 6)) in bars:
+            assert bars[axis, round(x, 6)] == pytest.approx(2 * statistics.stdev(values))

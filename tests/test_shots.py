@@ -89,12 +89,15 @@ def test_linear_select_on_none_trains_one_fixed_head_on_every_training_row() -> 
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(30, 4)).astype(np.float32), np.repeat([0, 1, 2], 10)
     one = dict(learning_rates=(0.1,), weight_decays=(0.0,), batchnorm=(False,), epochs=3)
-    fixed = linear_probe(x, y, x, y, LinearConfig(**one, select_on="none"), device="cpu", progress=False)
-    on_eval = linear_probe(x, y, x, y, LinearConfig(**one, select_on="eval"), device="cpu", progress=False)
+    fixed = linear_probe(x, y, x, y, LinearConfig(**one, select_on="none", solver="sgd"), device="cpu", progress=False)
+    on_eval = linear_probe(x, y, x, y, LinearConfig(**one, select_on="eval", solver="sgd"), device="cpu", progress=False)
     assert fixed.metrics[0].value == on_eval.metrics[0].value and fixed.sizes["fit"] == 30
-    assert [m.name for m in fixed.metrics] == ["top1", "top5"] and fixed.selected_on == "none"
-    with pytest.raises(JepaEvalError, match="select_on 'none' with a grid of 8 heads"):
-        linear_probe(x, y, x, y, LinearConfig(learning_rates=(0.1, 1.0), select_on="none"), progress=False)  # 2x2x2
+    assert [m.name for m in fixed.metrics] == ["top1", "top5", "train_loss"] and fixed.selected_on == "none"
+    with pytest.raises(JepaEvalError, match="select_on 'none' with solver 'sgd' and a grid of 16 heads"):
+        linear_probe(x, y, x, y, LinearConfig(learning_rates=(0.1, 1.0), select_on="none", solver="sgd"),
+                     progress=False)  # 2 lr x 4 wd x 2 head kinds
+    with pytest.raises(JepaEvalError, match="select_on 'none' with solver 'auto'"):
+        linear_probe(x, y, x, y, LinearConfig(**one, select_on="none"), progress=False)
 
 
 @pytest.fixture()

@@ -60,7 +60,7 @@ def test_the_fewshot_entries_of_one_dataset_run_and_make_a_column_per_setting(tm
     header = next(line for line in table.splitlines() if line.startswith("| model"))
     assert header == ("| model | k-NN cifar10 1-shot | k-NN cifar10 10-shot | k-NN cifar10 | linear cifar10 1-shot "
                       "| linear cifar10 10-shot | linear cifar10 |")
-    assert "linear: one fixed head or best head on held-out val" in table
+    assert "linear: one fixed head or logistic regression, C chosen on held-out val" in table
 
 
 def _clevr_scenes(count: int) -> list[list[float]]:

@@ -5,12 +5,14 @@ Settings: a fraction of the labels per class (``fractions``), k images per class
 :func:`read_subset_file`). Each setting is sampled with several seeds.
 
 The classifier minimises scikit-learn's multinomial ``LogisticRegression`` objective,
-``sum_i CE_i + ||W||^2 / (2 C)`` with the intercept unpenalised, on the raw features (no
-standardisation, as scikit-learn), by full-batch L-BFGS in torch (strong-Wolfe line
-search; float64 on CPU, float32 on CUDA). ``C`` is chosen on a seeded stratified
+``sum_i CE_i + ||W||^2 / (2 C)`` with the intercept unpenalised, on the raw features (not
+standardised, as DINOv2's log-regression fits them), with scikit-learn's stopping rule, by the shared solver of
+:mod:`jepa_eval.protocols.logreg` (L-BFGS in the row basis of the features, preconditioned,
+float32 with a float64 check; CPU or CUDA). ``C`` is chosen on a seeded stratified
 validation split of the low-shot training set (never on the evaluation labels), fitting
 the grid from strong to weak regularisation with warm starts, then the model is refit on
-the whole low-shot training set at the chosen ``C``.
+the whole low-shot training set at the chosen ``C``. Each fit's L-BFGS iterations and
+whether it met the stopping rule are recorded.
 """
 
 from __future__ import annotations
@@ -20,23 +22,19 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from jepa_eval.core.devices import resolve_device
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.core.progress import progress as progress_bar
+from jepa_eval.protocols import logreg
 from jepa_eval.protocols.checks import check_num_classes, check_split_pair
 from jepa_eval.protocols.registry import (Evaluation, Inputs, Needs, PlotSpec, Protocol, TableSpec, option, register)
 from jepa_eval.protocols.sampling import (check_fraction, check_shots, class_members, round_half_up, sample_fraction,
                                           sample_shots)
 from jepa_eval.results.record import Metric
 
-#: Every other value of DINOv2's grid 10^linspace(-6, 5, 45): half-decade steps, half the cost.
-DEFAULT_CS: tuple[float, ...] = tuple(float(c) for c in np.logspace(-6, 5, 23))
-#: L-BFGS memory; scipy's (and so scikit-learn's) default.
-LBFGS_HISTORY = 10
-#: Rows scored at once when predicting, so logits stay small in memory.
-PREDICT_BLOCK = 8192
+#: The metrics averaged over seeds in the summary.
+SUMMARISED = ("top1", "top5")
 
 
 @dataclass
@@ -50,17 +48,20 @@ class LowShotConfig:
     no class can give one (1-shot), ``fallback_C`` (scikit-learn's default) is used.
     ``max_iter`` bounds the L-BFGS iterations of each fit; ``tol`` stops a fit when the largest
     gradient entry of the mean objective falls below it (scikit-learn's lbfgs ``tol``, 1e-4).
+    ``C_search``: 'grid' fits every C, 'coarse' every other one and then the neighbours of the best
+    (:mod:`jepa_eval.protocols.logreg`, rule 5).
     """
 
     fractions: tuple[float, ...] = option((), "Comma-separated label fractions per class, e.g. 0.01,0.1.",
                                           flag="--fraction")
     shots: tuple[int, ...] = option((), "Comma-separated images per class, e.g. 1,2,5,10.")
     seeds: int = option(5, "Seeds per setting (sampling + validation split).")
-    Cs: tuple[float, ...] = DEFAULT_CS
+    Cs: tuple[float, ...] = logreg.DEFAULT_CS
     val_fraction: float = 0.2
     max_iter: int = 200
     tol: float = 1e-4
     fallback_C: float = 1.0
+    C_search: str = "grid"
     subset_file: str | None = option(None, "A published subset file (one <wnid>_<id>.JPEG a line), "
                                            "e.g. ImageNet 1percent.txt.")
 
@@ -79,6 +80,8 @@ class LowShotConfig:
                                 found=f"{self.val_fraction}")
         if self.max_iter < 1:
             raise JepaEvalError("max_iter must be positive", found=f"{self.max_iter}")
+        if self.C_search not in logreg.SEARCHES:
+            raise JepaEvalError("unknown C search", expected=" or ".join(logreg.SEARCHES), found=repr(self.C_search))
         for fraction in self.fractions:
             check_fraction(fraction)
         for shots in self.shots:
@@ -87,25 +90,12 @@ class LowShotConfig:
 
 @dataclass
 class LowShotResult:
-    """``metrics``: top1/top5 per (setting, seed) with the chosen C; ``summary``: mean/std over seeds."""
+    """``metrics``: per (setting, seed) with the chosen C: top1/top5, and the final fit's L-BFGS
+    ``iterations`` and ``converged`` (1.0 when it met the stopping rule, else 0.0);
+    ``summary``: mean/std of top1/top5 over seeds."""
 
     metrics: list[Metric] = field(default_factory=list)
     summary: list[Metric] = field(default_factory=list)
-
-
-@dataclass
-class LogRegModel:
-    """A fitted multinomial logistic regression: ``logits = x @ weight + bias``.
-
-    ``weight [D, K]``, ``bias [K]``; ``objective`` is ``sum_i CE_i + ||W||^2 / (2C)`` at the
-    solution (scikit-learn's scale); ``iterations`` counts objective evaluations of L-BFGS.
-    """
-
-    weight: torch.Tensor
-    bias: torch.Tensor
-    C: float
-    objective: float
-    iterations: int
 
 
 # ---------------------------------------------------------------------------------------------
@@ -128,86 +118,6 @@ def validation_split(labels: np.ndarray, val_fraction: float, seed: int) -> tupl
         val.append(idx[:n_val])
         train.append(idx[n_val:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
-
-
-# ---------------------------------------------------------------------------------------------
-# Classifier
-
-
-def fit_logreg(features: torch.Tensor, labels: torch.Tensor, C: float, num_classes: int, *,
-               init: LogRegModel | None = None, max_iter: int = 200, tol: float = 1e-4) -> LogRegModel:
-    """Minimise ``sum_i CE(x_i W + b, y_i) + ||W||^2 / (2C)`` by full-batch L-BFGS.
-
-    ``features [N, D]`` and ``labels [N]`` (int64) on one device, in the dtype to solve in.
-    Internally the objective is divided by N (same minimiser, better-scaled gradients).
-    ``init`` warm-starts from another solution (e.g. the previous C of a grid). Stops when
-    the largest gradient entry of the mean objective is below ``tol`` (scikit-learn's lbfgs
-    rule and default) or after ``max_iter`` iterations.
-    """
-    n, dim = features.shape
-    weight = torch.zeros(dim, num_classes, dtype=features.dtype, device=features.device)
-    bias = torch.zeros(num_classes, dtype=features.dtype, device=features.device)
-    if init is not None:
-        weight, bias = init.weight.clone(), init.bias.clone()
-    weight.requires_grad_(True)
-    bias.requires_grad_(True)
-    penalty = 0.5 / (C * n)
-    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, tolerance_grad=tol,
-                                  tolerance_change=1e-10, history_size=LBFGS_HISTORY,
-                                  line_search_fn="strong_wolfe")
-    evaluations = 0
-
-    def mean_objective() -> torch.Tensor:
-        return F.cross_entropy(features @ weight + bias, labels) + penalty * weight.square().sum()
-
-    def closure() -> torch.Tensor:
-        nonlocal evaluations
-        evaluations += 1
-        optimizer.zero_grad()
-        loss = mean_objective()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    with torch.no_grad():
-        objective = float(mean_objective()) * n
-    return LogRegModel(weight.detach(), bias.detach(), C, objective, evaluations)
-
-
-def predict_topk(model: LogRegModel, features: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k`` highest-scoring classes ``[N, k]`` of each row of ``features [N, D]``."""
-    k = min(k, model.bias.numel())
-    return torch.cat([(block @ model.weight + model.bias).topk(k, dim=1).indices
-                      for block in features.split(PREDICT_BLOCK)])
-
-
-def topk_accuracy(model: LogRegModel, features: torch.Tensor, labels: torch.Tensor, k: int) -> float:
-    """Percentage (0-100) of rows whose label is among the ``k`` best classes."""
-    hits = (predict_topk(model, features, k) == labels[:, None]).any(dim=1)
-    return 100.0 * float(hits.double().mean())
-
-
-def select_C(features: torch.Tensor, labels: torch.Tensor, num_classes: int, config: LowShotConfig,
-             seed: int) -> tuple[float, LogRegModel | None]:
-    """``(C, fit)``: the grid value with the best validation top-1 (ties: stronger regularisation).
-
-    Fits on a seeded stratified split of the low-shot training set (:func:`validation_split`),
-    warm-starting along ``config.Cs`` in ascending order. ``fit`` is the model at that C,
-    a warm start for the refit; ``(config.fallback_C, None)`` when no validation sample exists.
-    """
-    train, val = validation_split(labels.cpu().numpy(), config.val_fraction, seed)
-    if val.size == 0:
-        return config.fallback_C, None
-    train_t = torch.as_tensor(train, device=features.device)
-    val_t = torch.as_tensor(val, device=features.device)
-    scored: list[tuple[float, LogRegModel]] = []
-    model = None
-    for C in sorted(config.Cs):
-        model = fit_logreg(features[train_t], labels[train_t], C, num_classes, init=model,
-                           max_iter=config.max_iter, tol=config.tol)
-        scored.append((topk_accuracy(model, features[val_t], labels[val_t], 1), model))
-    best = max(scored, key=lambda pair: pair[0])  # the first maximum: the smallest such C
-    return best[1].C, best[1]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -237,7 +147,7 @@ def _settings(config: LowShotConfig, train_labels: np.ndarray,
 def _summarise(metrics: list[Metric]) -> list[Metric]:
     """Mean and std (ddof 1; 0 for a single seed) over seeds of each setting and metric."""
     groups: dict[tuple[str, tuple[tuple[str, object], ...]], list[float]] = {}
-    for m in metrics:
+    for m in (m for m in metrics if m.name in SUMMARISED):
         setting = tuple((k, v) for k, v in m.coords.items() if k not in ("seed", "C"))
         groups.setdefault((m.name, setting), []).append(m.value)
     rows = []
@@ -265,19 +175,21 @@ def lowshot_evaluate(train_features: np.ndarray, train_labels: np.ndarray, eval_
     num_classes = check_num_classes(num_classes, train_labels, eval_labels)
     jobs = _settings(config, train_labels, subset_indices)
     target = resolve_device(device)
-    dtype = torch.float64 if target.type == "cpu" else torch.float32
-    x_eval = torch.as_tensor(eval_features, dtype=dtype, device=target)
+    x_eval = torch.as_tensor(eval_features, device=target)
     y_eval = torch.as_tensor(eval_labels, device=target)
     metrics: list[Metric] = []
     for coords, seed, indices in progress_bar(jobs, desc="low-shot", unit="fit", enabled=progress):
-        x = torch.as_tensor(train_features[indices], dtype=dtype, device=target)
+        x = torch.as_tensor(train_features[indices], device=target)
         y = torch.as_tensor(train_labels[indices], device=target)
-        C, init = select_C(x, y, num_classes, config, seed)
-        model = fit_logreg(x, y, C, num_classes, init=init, max_iter=config.max_iter, tol=config.tol)
-        point = {**coords, "seed": seed, "C": C}
-        metrics.append(Metric("top1", topk_accuracy(model, x_eval, y_eval, 1), point))
+        split = validation_split(train_labels[indices], config.val_fraction, seed)
+        chosen = logreg.select_C(x, y, num_classes, config.Cs, split=split, fallback_C=config.fallback_C,
+                                 max_iter=config.max_iter, tol=config.tol, search=config.C_search)
+        point = {**coords, "seed": seed, "C": chosen.C}
+        metrics.append(Metric("top1", logreg.topk_accuracy(chosen.model, x_eval, y_eval, 1), point))
         if num_classes > 5:
-            metrics.append(Metric("top5", topk_accuracy(model, x_eval, y_eval, 5), point))
+            metrics.append(Metric("top5", logreg.topk_accuracy(chosen.model, x_eval, y_eval, 5), point))
+        metrics += [Metric("iterations", float(chosen.model.iterations), point),
+                    Metric("converged", float(chosen.model.converged), point)]
     return LowShotResult(metrics=metrics, summary=_summarise(metrics))
 
 
@@ -287,6 +199,9 @@ def evaluate(inputs: Inputs, config: LowShotConfig) -> Evaluation:
                               config, subset_indices=inputs.train_subset, num_classes=inputs.num_classes,
                               device=inputs.device, progress=inputs.progress)
     summary: dict[str, Any] = {_setting_label(m): m.value for m in result.summary}
+    refits = [m for m in result.metrics if m.name == "converged"]
+    summary.update(solver="lbfgs", fits=len(refits), fits_not_converged=sum(m.value == 0.0 for m in refits),
+                   iterations_max=int(max(m.value for m in result.metrics if m.name == "iterations")))
     return Evaluation(list(result.metrics) + list(result.summary), summary)
 
 
@@ -305,9 +220,10 @@ def table_setting(coords: dict[str, Any]) -> str:
 
 
 PROTOCOL = register(Protocol(
-    name="lowshot", version="1", label="low-shot", config=LowShotConfig, evaluate=evaluate,
+    name="lowshot", version="2", label="low-shot", config=LowShotConfig, evaluate=evaluate,
     caption=lambda shown: f"low-shot: logistic regression, {len(set(shown.values.get('seed', [])))} seed(s)",
-    summary="L-BFGS logistic regression on label fractions, k shots or a subset file, over seeds",
+    summary="exact logistic regression (scikit-learn's objective, C chosen on held-out shots) on label "
+            "fractions, k shots or a subset file, over seeds",
     describe=lambda record: f"low-shot logistic regression on {record.dataset.name} ({record.features.mode})",
     needs=lambda config: Needs(train_subset_file=config.subset_file), headline=("top1_mean",),
     setting=table_setting, tables=(TableSpec("top1", "top1", shared=True),),

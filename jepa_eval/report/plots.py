@@ -121,7 +121,8 @@ def plot_grouped_bars(frame: pd.DataFrame, stem: str | Path, *, protocol: str, m
 def plot_label_curves(frame: pd.DataFrame, stem: str | Path, *, protocol: str, metric: str = "top1",
                       select: Mapping[str, Any] | None = None) -> list[Path]:
     """Accuracy against labels per class (shots) or labelled fraction (%), one panel per dataset
-    and kind, one line per model with a ± std band over seeds."""
+    and kind, one line per model: every point has a ± std error bar over seeds (so a setting
+    with one point still shows its spread), joined by a ± std band where a line has two or more."""
     rows = select_rows(frame, protocol=protocol, metric=metric, select=select)
     shots = rows["shots"] if "shots" in rows else pd.Series(np.nan, index=rows.index)
     fraction = rows["fraction"] if "fraction" in rows else pd.Series(np.nan, index=rows.index)
@@ -138,8 +139,10 @@ def plot_label_curves(frame: pd.DataFrame, stem: str | Path, *, protocol: str, m
     for ax, (dataset, kind) in zip(axes, panels):
         for label, line in data[(data["dataset"] == dataset) & (data["kind"] == kind)].groupby("label"):
             line = line.sort_values("x")
-            ax.plot(line["x"], line["mean"], marker="o", label=label)
-            ax.fill_between(line["x"], line["mean"] - line["std"], line["mean"] + line["std"], alpha=0.2)
+            drawn = ax.errorbar(line["x"], line["mean"], yerr=line["std"], marker="o", capsize=3, label=label)
+            if len(line) > 1:
+                ax.fill_between(line["x"], line["mean"] - line["std"], line["mean"] + line["std"], alpha=0.2,
+                                color=drawn.lines[0].get_color())
         _data_ticks(ax, data.loc[(data["dataset"] == dataset) & (data["kind"] == kind), "x"])
         ax.set_xlabel("labelled images per class" if kind == "shots" else "labelled fraction (%)")
         ax.set_ylabel(_metric_label(metric))
