@@ -160,10 +160,12 @@ def official_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: to
 
 def our_step(model: nn.Module, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None,
              images: torch.Tensor, masks_enc: list[torch.Tensor], masks_pred: list[torch.Tensor],
-             momentum: float = MOMENTUM) -> torch.Tensor:
-    """One step as ``ijepa.train`` runs it; the loss."""
+             momentum: float = MOMENTUM, encoder: nn.Module | None = None,
+             predictor: nn.Module | None = None) -> torch.Tensor:
+    """One step as ``ijepa.train`` runs it (``encoder``/``predictor``: compiled wrappers of the
+    model's own, as ``run.compile`` passes them); the loss."""
     with _autocast(scaler is not None):
-        loss = model(images, masks_enc, masks_pred)
+        loss = model(images, masks_enc, masks_pred, encoder=encoder, predictor=predictor)
     optimizer.zero_grad(set_to_none=True)
     _backward_and_step(loss, optimizer, scaler)
     model.update_target(momentum)
@@ -196,9 +198,11 @@ def _config(case: Case) -> Any:
     return config_from_dict(case.overrides)
 
 
-def make_steps(case: Case, device: torch.device) -> tuple[dict[str, Callable[[], None]], str]:
+def make_steps(case: Case, device: torch.device,
+               compile_ours: bool = False) -> tuple[dict[str, Callable[[], None]], str]:
     """``{"ours": steps, "official": steps}`` on copies of one model's weights, images and masks,
-    and a line describing the masks. Each call runs ``case.steps`` optimiser steps."""
+    and a line describing the masks. Each call runs ``case.steps`` optimiser steps; with
+    ``compile_ours`` our encoder and predictor run under ``torch.compile``."""
     from ijepa.masks import MultiBlockMasker
     from ijepa.train import build_model, param_groups
 
@@ -211,19 +215,20 @@ def make_steps(case: Case, device: torch.device) -> tuple[dict[str, Callable[[],
     enc, pred = [m.to(device) for m in enc], [m.to(device) for m in pred]
     bf16 = device.type == "cuda"
 
-    def stepper(step: Callable[..., torch.Tensor]) -> Callable[[], None]:
+    def stepper(step: Callable[..., torch.Tensor], compiled: bool = False) -> Callable[[], None]:
         own = copy.deepcopy(model)
         optimizer = torch.optim.AdamW(param_groups(own.encoder, own.predictor), lr=1e-4)
         scaler = torch.amp.GradScaler("cuda") if bf16 else None
+        modules = {"encoder": torch.compile(own.encoder), "predictor": torch.compile(own.predictor)} if compiled else {}
 
         def run_steps() -> None:
             for _ in range(case.steps):
-                step(own, optimizer, scaler, images, enc, pred)
+                step(own, optimizer, scaler, images, enc, pred, **modules)
             if device.type == "cuda":
                 torch.cuda.synchronize()
         return run_steps
 
-    steps = {"ours": stepper(our_step), "official": stepper(official_step)}
+    steps = {"ours": stepper(our_step, compile_ours), "official": stepper(official_step)}
     masks = f"context {enc[0].shape[1]} patches, {len(pred)} targets of {pred[0].shape[1]}"
     return steps, masks
 

@@ -52,3 +52,16 @@ def test_run_all_writes_csv_and_markdown_with_target_and_met_columns(run_all, tm
     assert len(table) == len(rows) == 1 and {"target", "met", "ratio"} <= set(table[0])
     text = (tmp_path / "latest.md").read_text()
     assert "command: `run_all.py --quick --only memory" in text and "| met |" in text
+
+
+@pytest.mark.slow
+def test_the_prepared_gpu_check_runs_at_quick_size_on_a_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """bench_cuda is run on a lent GPU machine; here its every section runs at tiny size."""
+    monkeypatch.syspath_prepend(str(BENCH_DIR))
+    import bench_cuda
+
+    rows = bench_cuda.run(True, 1)
+    sections = [row.case.split(",")[0] for row in rows]
+    assert sections == ["extraction", "linear --solver sgd", "linear --solver lbfgs", "low-shot C path (23 Cs)",
+                        "augmented linear", "trainer step", "trainer step"]
+    assert all(row.ours_value > 0 for row in rows) and all("no GPU (cpu)" in row.case for row in rows)

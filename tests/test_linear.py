@@ -240,10 +240,10 @@ def test_one_head_follows_torch_sgd_with_momentum_and_a_per_step_cosine() -> Non
                            {"params": [layer.bias], "weight_decay": 0.0}], lr=0.2 * 8 / 256, momentum=0.9)
     total = 3 * (40 // 8)
     schedule = torch.optim.lr_scheduler.LambdaLR(sgd, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
-    for _ in range(3):
-        order = torch.randperm(40, generator=generator)
+    for epoch in range(3):  # each epoch: a permutation seeded by (seed, epoch), cut into sorted batches
+        order = np.random.default_rng((5, epoch)).permutation(40)
         for start in range(0, 40, 8):
-            idx = order[start:start + 8]
+            idx = torch.from_numpy(np.sort(order[start:start + 8]))
             sgd.zero_grad()
             torch.nn.functional.cross_entropy(layer(features[idx]), labels[idx]).backward()
             sgd.step()

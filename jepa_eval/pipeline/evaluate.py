@@ -4,12 +4,14 @@ The protocol commands, ``transfer``, ``suite`` and ``monitor`` all run protocols
 :func:`run_protocol`, so a number means the same thing whichever command produced it. Records are
 returned, not written.
 
-Under ``torchrun`` every rank takes part in the extraction; rank 0 alone evaluates (every rank,
-for a protocol that shares its work: ``all_ranks``) and gets the record, the other ranks get None
-and go on to the next extraction.
+Under ``torchrun`` every rank takes part in the extraction; rank 0 alone evaluates pooled
+features and gets the record, the other ranks get None and go on to the next extraction. Inputs
+that come as sources are evaluated by every rank, each on its share of every batch.
 
 A protocol that asks for patch tokens gets token sources of both splits, from the token cache or
-from the backbone in the loop; its record's feature mode names the token layout ('tokens4').
+from the backbone in the loop; its record's feature mode names the token layout ('tokens4'). One
+that asks for a ``stream`` gets sources of its mode's pooled features with the backbone in the
+loop, training batches augmented.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from jepa_eval.data import get_spec
 from jepa_eval.backbones.spec import ModelSpec
 from jepa_eval.features.splits import (ExtractOptions, SplitFeatures, augmented_views, seeded_split_features,
                                        split_features, split_labels, subset_from_file)
-from jepa_eval.features.stream import streamed_splits
+from jepa_eval.features.stream import streamed_feature_splits, streamed_splits
 from jepa_eval.features.token_splits import size_text, split_tokens
 from jepa_eval.features.tokens import TokenLayout, TokenSplit, token_bytes
 from jepa_eval.pipeline.shots import Draw, evaluate_draws, relative_to, rows_needed, shot_draws
@@ -117,11 +119,14 @@ def run_protocol(protocol: Protocol, config: Any, spec: ModelSpec, backbone: Bac
     data_spec = get_spec(dataset)
     draws: list[Draw] = []  # k-shot draws of the training split, when the protocol asks for them
     device = None if options.device in (None, "auto") else options.device
-    if protocol.all_ranks and needs.tokens is None:
-        raise ValueError(f"protocol {protocol.name!r} runs on every rank but reads pooled features, which only "
-                         "rank 0 holds in full")
-    if needs.tokens is not None:
-        train, test, mode = _tokens(backbone, dataset, needs.tokens, options, log)
+    if needs.tokens is not None or needs.stream is not None:
+        if needs.tokens is not None:
+            train, test, mode = _tokens(backbone, dataset, needs.tokens, options, log)
+        else:
+            train, test = streamed_feature_splits(backbone, dataset, mode, needs.stream, options)
+            if log is not None:
+                log(f"features {dataset}/{train.split} and {test.split} ({mode}): the backbone in the loop, "
+                    f"training batches augmented ({needs.stream})")
         inputs = Inputs(train=Labelled(train.source, train.source.labels),
                         eval=Labelled(test.source, test.source.labels), num_classes=train.num_classes,
                         device=device, progress=options.progress and rank() == 0)
@@ -150,7 +155,7 @@ def run_protocol(protocol: Protocol, config: Any, spec: ModelSpec, backbone: Bac
                         train_subset=subset, device=device, progress=options.progress)
         info = DatasetInfo(name=dataset, root=train.root, train_split=train.split, n_train=n_train,
                            num_classes=train.num_classes, eval_split=test.split, n_eval=test.size)
-    if rank() != 0 and not protocol.all_ranks:
+    if rank() != 0 and needs.tokens is None and needs.stream is None:
         return None
     evaluation = evaluate_draws(protocol, config, inputs, draws) if draws else protocol.evaluate(inputs, config)
     if rank() != 0:

@@ -290,7 +290,7 @@ def _describe(record: ResultRecord) -> str:
 PROTOCOL = register(Protocol(
     name="attentive", version="1", label="attentive", config=AttentiveConfig, evaluate=evaluate, caption=_caption,
     summary="grid of attentive probes (lr x wd) on frozen patch tokens, trained at once, chosen on held-out data",
-    needs=_needs, describe=_describe, all_ranks=True, headline=("top1",),
+    needs=_needs, describe=_describe, headline=("top1",),
     tables=(TableSpec("top1", "top1", shared=True),), plots=(PlotSpec("bars"),),
     transfer=Selection(score=lambda summary: summary["chosen_val_top1"], on="val", by="val_top1"),
 ))

@@ -42,26 +42,40 @@ split itself (an optimistic number; the result says so in ``selected_on``).
 ``select_on='none'`` trains one fixed SGD head on all training features and chooses nothing:
 for k-shot draws too small to hold anything out (1 image a class).
 
+Augmented recipe (``augment='crop'`` or ``'vjepa'``, SGD only): the papers' linear probes train
+on augmented images, so features cannot be cached. The backbone runs in the loop
+(:class:`~jepa_eval.features.stream.StreamedFeatures`): every epoch's training batches are
+freshly augmented (``crop``: RandomResizedCrop + horizontal flip, as DINOv2, VISSL and MAE) and
+the held-out rows and the evaluation split are scored un-augmented. The grid trains once, no
+widening. ``optimizer='lars'`` with ``warmup_epochs`` and a BatchNorm head is MAE's linprobe
+(LARS, trust coefficient 1e-3, no weight decay or LARS scaling on biases and BatchNorm).
+Under torchrun each process streams its shard of every batch, gradients and BatchNorm
+statistics are summed over processes, so the heads are those of one process with the whole
+batch.
+
 Features are moved to the device once (CUDA when available); SGD heads train in float32.
 """
 
 from __future__ import annotations
 
 import itertools
-import math
 import warnings
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from jepa_eval.core.devices import resolve_device
+from jepa_eval.core.devices import rank_and_world, resolve_device
 from jepa_eval.core.errors import JepaEvalError
 from jepa_eval.core.progress import progress as progress_bar
 from jepa_eval.protocols import logreg
 from jepa_eval.protocols.checks import check_num_classes, check_split_pair
+from jepa_eval.features.stream import AUGMENTATIONS
+from jepa_eval.features.tokens import epoch_batches
+from jepa_eval.protocols.linear_heads import (INIT_STD, OPTIMIZERS, Budget, HeadTrainer, LinearHeads, Optimiser,
+                                             Standardizer, all_reduce_sum, fit_standardizer, head_counts, head_scores,
+                                             plan_steps, scores_of)
 from jepa_eval.protocols.registry import (Evaluation, Inputs, Needs, PlotSpec, Protocol, Selection, Shown, Spelling,
                                           TableSpec, option, register)
 from jepa_eval.protocols.sampling import shot_seeds_field, shots_field, shots_setting
@@ -70,11 +84,11 @@ from jepa_eval.results.record import Metric, ResultRecord
 SELECT_ON = ("val", "eval", "none")
 SOLVERS = ("auto", "lbfgs", "sgd")
 C_SEARCHES = logreg.SEARCHES
-INIT_STD = 0.01
-BN_EPS = 1e-6
 HEAD_VARIANTS = {"plain": (False,), "bn": (True,), "both": (False, True)}
 #: Widening step of a weight-decay axis with a single non-zero value.
 WD_STEP = 10.0
+#: Seeded training images whose un-augmented features standardise an augmented run.
+STANDARDIZE_ROWS = 10_000
 
 
 def _head_variants(text: str) -> tuple[bool, ...]:
@@ -111,6 +125,11 @@ class LinearConfig:
     max_iter: int = 1000
     tol: float = 1e-4
     lbfgs_max_gib: float = option(4.0, "Largest lbfgs memory estimate (GiB) for which auto chooses lbfgs.")
+    augment: str = option("none", "Train on augmented images with the backbone in the loop (sgd): none, crop "
+                                  "(RandomResizedCrop + flip, as DINOv2, VISSL and MAE), or vjepa.")
+    optimizer: str = option("sgd", "The SGD grid's update: sgd (momentum), or lars (MAE's linprobe, with --batchnorm bn).")
+    warmup_epochs: int = option(0, "Epochs of linear learning-rate warm-up before the cosine (sgd; MAE: 10).")
+    trust_coefficient: float = 1e-3
     shots: tuple[int | str, ...] = shots_field()
     shot_seeds: int = shot_seeds_field()
 
@@ -165,6 +184,11 @@ def _check_config(config: LinearConfig) -> None:
         problems.append(f"val_fraction {config.val_fraction}")
     if config.select_on == "none" and (config.solver != "sgd" or len(config.grid()) != 1):
         problems.append(f"select_on 'none' with solver {config.solver!r} and a grid of {len(config.grid())} heads")
+    if config.optimizer not in OPTIMIZERS or config.warmup_epochs < 0:
+        problems.append(f"optimizer {config.optimizer!r}, warmup_epochs {config.warmup_epochs}")
+    if config.augment not in ("none", *AUGMENTATIONS) or (config.augment != "none" and (
+            config.solver == "lbfgs" or config.shots)):
+        problems.append(f"augment {config.augment!r} with solver {config.solver!r} and shots {list(config.shots)}")
     if config.solver not in SOLVERS or config.C_search not in C_SEARCHES:
         problems.append(f"solver {config.solver!r}, C_search {config.C_search!r}")
     if not config.Cs or min(config.Cs) <= 0 or config.max_iter < 1 or config.tol <= 0 or config.lbfgs_max_gib < 0:
@@ -174,7 +198,9 @@ def _check_config(config: LinearConfig) -> None:
         raise JepaEvalError("invalid linear-probe settings",
                             expected="non-empty lr/wd/batchnorm lists (lr > 0, wd >= 0), epochs and batch size "
                                      f">= 1, min_steps and max_widenings >= 0, select_on in {SELECT_ON} ('none': solver sgd, one head), "
-                                     f"0 < val_fraction < 1, solver in {SOLVERS}, C_search in {C_SEARCHES}, "
+                                     f"0 < val_fraction < 1, optimizer in {OPTIMIZERS}, warmup_epochs >= 0, augment in "
+                                     f"{('none', *AUGMENTATIONS)} (with the sgd or auto solver and no shots), "
+                                     f"solver in {SOLVERS}, C_search in {C_SEARCHES}, "
                                      "positive Cs, max_iter and tol, lbfgs_max_gib >= 0",
                             found="; ".join(problems))
 
@@ -205,171 +231,44 @@ def stratified_split(labels: np.ndarray, fraction: float,
 # Standardisation
 
 
-@dataclass
-class Standardizer:
-    """``(x - mean) / scale`` per dimension (``mean``, ``scale`` [D]); constant dims keep scale 1."""
-
-    mean: torch.Tensor
-    scale: torch.Tensor
-
-    def __call__(self, features: torch.Tensor) -> torch.Tensor:
-        return (features - self.mean) / self.scale
-
-
-def fit_standardizer(train: torch.Tensor) -> Standardizer:
-    """The mean and std (ddof 0, as scikit-learn's ``StandardScaler``) of ``train [N, D]``.
-
-    Computed in float64, returned in ``train``'s dtype. A dimension whose std is below
-    ``1e-12 x max(1, |mean|)`` (constant up to rounding) keeps scale 1, so it becomes 0 on the
-    training rows.
-    """
-    stats = train.double()
-    mean = stats.mean(0)
-    std = stats.std(0, correction=0)
-    scale = torch.where(std > 1e-12 * mean.abs().clamp(min=1.0), std, torch.ones_like(std))
-    return Standardizer(mean.to(train.dtype), scale.to(train.dtype))
-
-
 # ---------------------------------------------------------------------------------------------
 # The SGD grid
 
 
-class LinearHeads:
-    """H linear classifiers over the same D-dim features, grouped for one matmul per input kind.
-
-    The first ``num_plain`` heads read the features, the other ones read them through one
-    ``BatchNorm1d(affine=False, eps=1e-6)``: it has no parameters, so its statistics depend only
-    on the batches, which every head shares. Each group stores its weights as ``[D, C, heads]``
-    and biases as ``[C, heads]`` (softmax over classes then runs along a strided axis, much
-    faster on a CPU than over a last axis of 10); :meth:`head` gives one head's ``[D, C]``, ``[C]``.
-    """
-
-    def __init__(self, init: torch.Tensor, num_plain: int, num_bn: int) -> None:
-        """``init [D, C]``: the starting weights of every head."""
-        dim, classes = init.shape
-        self.weights = [init[:, :, None].expand(dim, classes, n).contiguous() for n in (num_plain, num_bn)]
-        self.biases = [init.new_zeros(classes, n) for n in (num_plain, num_bn)]
-        self.norm = nn.BatchNorm1d(dim, eps=BN_EPS, affine=False).to(init.device) if num_bn else None
-        self.num_plain = num_plain
-
-    @property
-    def num_heads(self) -> int:
-        return sum(w.shape[2] for w in self.weights)
-
-    def head(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weight ``[D, C]`` and bias ``[C]`` of head ``index`` (grid order)."""
-        group, at = (0, index) if index < self.num_plain else (1, index - self.num_plain)
-        return self.weights[group][:, :, at], self.biases[group][:, at]
-
-    def inputs(self, features: torch.Tensor, train: bool) -> list[torch.Tensor]:
-        """The input of each group for ``features [B, D]``; ``train`` normalises with the batch's
-        statistics and updates the running ones, otherwise the running ones are used."""
-        normed = features
-        if self.norm is not None:
-            self.norm.train(train)
-            normed = self.norm(features)
-        return [features, normed]
-
-    def logits(self, features: torch.Tensor) -> torch.Tensor:
-        """Evaluation logits ``[B, C, H]`` (BatchNorm with its running statistics)."""
-        return torch.cat([_group_logits(x, w, b) for x, w, b in
-                          zip(self.inputs(features, train=False), self.weights, self.biases) if w.shape[2]], dim=2)
-
-
-def _group_logits(inputs: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    dim, classes, heads = weight.shape
-    return (inputs @ weight.view(dim, classes * heads)).view(-1, classes, heads) + bias
-
-
-@dataclass(frozen=True)
-class Budget:
-    """Mini-batch ``batch`` size, ``steps_per_epoch`` and ``epochs`` of an SGD run (``steps`` in all)."""
-
-    batch: int
-    steps_per_epoch: int
-    epochs: int
-
-    @property
-    def steps(self) -> int:
-        return self.steps_per_epoch * self.epochs
-
-
 def budget(rows: int, config: LinearConfig) -> Budget:
-    """The SGD budget on ``rows`` samples: ``config.epochs``, or more whole epochs until at least
-    ``config.min_steps`` steps."""
-    batch = min(config.batch_size, rows)
-    steps_per_epoch = rows // batch
-    return Budget(batch, steps_per_epoch, max(config.epochs, math.ceil(config.min_steps / steps_per_epoch)))
+    """The SGD budget of ``config`` on ``rows`` samples (:func:`~jepa_eval.protocols.linear_heads.plan_steps`)."""
+    return plan_steps(rows, batch_size=config.batch_size, epochs=config.epochs, min_steps=config.min_steps)
 
 
-@torch.no_grad()
+def optimiser_of(config: LinearConfig, steps_per_epoch: int) -> Optimiser:
+    """The SGD grid's optimiser as ``config`` sets it (warm-up counted in steps)."""
+    return Optimiser(config.optimizer, config.momentum, config.warmup_epochs * steps_per_epoch,
+                     config.trust_coefficient)
+
+
 def train_heads(features: torch.Tensor, labels: torch.Tensor, config: LinearConfig,
                 num_classes: int, progress: bool = True) -> LinearHeads:
     """Train every head of ``config.grid()`` on features [N, D] / labels [N] (same device).
 
     Mini-batch order and initial weights depend only on ``config.seed`` (and N, D, C), never on
-    the grid. Gradients of the mean cross-entropy are written out (``X^T (softmax - onehot) / B``
-    per head, one matmul per group).
+    the grid: each epoch is a permutation seeded by (seed, epoch) cut into full batches
+    (:func:`~jepa_eval.features.tokens.epoch_batches`, the order a streamed split takes too).
     """
-    grid = config.grid()
     n, dim = features.shape
     if n < 2:
         raise JepaEvalError("too few samples to train linear heads",
                             expected="at least 2 training samples", found=f"{n}")
-    device = features.device
     generator = torch.Generator().manual_seed(config.seed)
-    init = (torch.randn(dim, num_classes, generator=generator) * INIT_STD).to(device)
-    groups = [[h for h in grid if not h["batchnorm"]], [h for h in grid if h["batchnorm"]]]
-    heads = LinearHeads(init, len(groups[0]), len(groups[1]))
-    base_lr = [torch.tensor([h["lr"] for h in g], device=device) for g in groups]
-    decay = [torch.tensor([h["wd"] for h in g], device=device) for g in groups]
-    velocity = [(torch.zeros_like(w), torch.zeros_like(b)) for w, b in zip(heads.weights, heads.biases)]
+    init = (torch.randn(dim, num_classes, generator=generator) * INIT_STD).to(features.device)
     plan = budget(n, config)
-    rows = torch.arange(plan.batch, device=device)
+    trainer = HeadTrainer(config.grid(), init, optimiser_of(config, plan.steps_per_epoch))
     step = 0
-    for _ in progress_bar(range(plan.epochs), desc="linear heads", unit="epoch", enabled=progress, leave=False):
-        order = torch.randperm(n, generator=generator).to(device)
-        for start in range(0, plan.steps_per_epoch * plan.batch, plan.batch):
-            idx = order[start:start + plan.batch]
-            targets = labels[idx]
-            schedule = 0.5 * (1.0 + math.cos(math.pi * step / plan.steps))
-            for g, inputs in enumerate(heads.inputs(features[idx], train=True)):
-                weight, bias = heads.weights[g], heads.biases[g]
-                if weight.shape[2] == 0:
-                    continue
-                residual = torch.softmax(_group_logits(inputs, weight, bias), dim=1)  # [B, C, heads]
-                residual[rows, targets] -= 1.0
-                residual /= plan.batch
-                grad_w = (inputs.T @ residual.view(plan.batch, -1)).view_as(weight)
-                buf_w, buf_b = velocity[g]
-                buf_w.mul_(config.momentum).add_(grad_w + decay[g] * weight)
-                buf_b.mul_(config.momentum).add_(residual.sum(0))
-                lr = base_lr[g] * (schedule * plan.batch / 256)
-                weight.sub_(lr * buf_w)
-                bias.sub_(lr * buf_b)
+    for epoch in progress_bar(range(plan.epochs), desc="linear heads", unit="epoch", enabled=progress, leave=False):
+        for rows in epoch_batches(np.arange(n), plan.batch, train=True, seed=config.seed, epoch=epoch):
+            idx = torch.from_numpy(rows).to(features.device)
+            trainer.update(features[idx], labels[idx], step, plan)
             step += 1
-    return heads
-
-
-@torch.no_grad()
-def head_scores(heads: LinearHeads, features: torch.Tensor, labels: torch.Tensor,
-                batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Top-1 and top-5 accuracy (percent) and mean cross-entropy (nats) of every head on
-    features [N, D]: three float64 arrays [H]."""
-    count = heads.num_heads
-    hits1 = torch.zeros(count, dtype=torch.float64, device=features.device)
-    hits5, loss = torch.zeros_like(hits1), torch.zeros_like(hits1)
-    for start in range(0, features.shape[0], batch_size):
-        logits = heads.logits(features[start:start + batch_size])  # [B, C, H]
-        target = labels[start:start + batch_size]
-        ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices  # [B, 5, H]
-        hit = ranked == target[:, None, None]
-        hits1 += hit[:, 0].sum(0)
-        hits5 += hit.any(dim=1).sum(0)
-        picked = logits[torch.arange(target.numel(), device=target.device), target]  # [B, H]
-        loss += (torch.logsumexp(logits, dim=1) - picked).double().sum(0)
-    n = features.shape[0]
-    return (100.0 * hits1 / n).cpu().numpy(), (100.0 * hits5 / n).cpu().numpy(), (loss / n).cpu().numpy()
+    return trainer.heads
 
 
 def _key(head: dict[str, Any]) -> tuple[bool, float, float]:
@@ -552,14 +451,112 @@ def linear_probe(train_features: Any, train_labels: Any, eval_features: Any, eva
 
 
 # ---------------------------------------------------------------------------------------------
+# The augmented recipe: the backbone in the loop
+
+
+def streamed_standardizer(source: Any, rows: np.ndarray, device: torch.device, shard: tuple[int, int]) -> Standardizer:
+    """Mean and std (ddof 0) of the un-augmented features of ``rows`` of a streamed split, summed
+    over torchrun's processes in float64 (:func:`fit_standardizer`'s rule for constant dims)."""
+    total = sq = None
+    for features, _ in source.batches(rows, 4096, train=False, shard=shard).epoch(0):
+        part = features.to(device).double()
+        total = part.sum(0) if total is None else total + part.sum(0)
+        sq = (part * part).sum(0) if sq is None else sq + (part * part).sum(0)
+    if total is None:
+        total = sq = torch.zeros(source.shape[1], dtype=torch.float64, device=device)
+    total, sq = all_reduce_sum(total), all_reduce_sum(sq)
+    mean = total / rows.size
+    std = (sq / rows.size - mean * mean).clamp_min(0.0).sqrt()
+    scale = torch.where(std > 1e-12 * mean.abs().clamp(min=1.0), std, torch.ones_like(std))
+    return Standardizer(mean.float(), scale.float())
+
+
+def augmented_probe(train: Any, report: Any, config: LinearConfig, num_classes: int,
+                    device: str | torch.device | None = None, progress: bool = True) -> LinearResult:
+    """The SGD grid with the backbone in the loop: ``train`` and ``report`` are streamed feature
+    sources (:class:`~jepa_eval.features.stream.StreamedFeatures`) of the training split (its
+    training batches augmented) and of the evaluation split (never augmented).
+
+    The grid is trained once (no widening: every pass runs the backbone), on features standardised
+    with the statistics of at most :data:`STANDARDIZE_ROWS` seeded un-augmented training images;
+    the held-out rows and the evaluation split are scored un-augmented. ``train_loss`` is each
+    head's mean cross-entropy over the last epoch's (augmented) batches. Under torchrun every
+    process trains and scores its share of every batch; gradients, statistics and counts are summed.
+    """
+    _check_config(config)
+    device = resolve_device(device)
+    shard = rank_and_world()
+    labels = train.labels
+    fit_rows = np.arange(labels.size)
+    select = None
+    if config.select_on == "val":
+        fit_rows, held = stratified_split(labels, config.val_fraction, config.seed)
+        select = (train, held)
+    elif config.select_on == "eval":
+        select = (report, np.arange(report.labels.size))
+    standardizer = None
+    if config.standardize:
+        picked = np.sort(np.random.default_rng(config.seed).permutation(fit_rows)[:STANDARDIZE_ROWS])
+        standardizer = streamed_standardizer(train, picked, device, shard)
+    plan = budget(fit_rows.size, config)
+    generator = torch.Generator().manual_seed(config.seed)
+    init = (torch.randn(train.shape[1], num_classes, generator=generator) * INIT_STD).to(device)
+    trainer = HeadTrainer(config.grid(), init, optimiser_of(config, plan.steps_per_epoch))
+    batches = train.batches(fit_rows, plan.batch, train=True, seed=config.seed, shard=shard)
+    step, last_loss = 0, None
+    for epoch in progress_bar(range(plan.epochs), desc="linear heads (augmented)", unit="epoch", enabled=progress,
+                              leave=False):
+        last_loss = None
+        for features, targets in batches.epoch(epoch):
+            features = features.to(device)
+            loss = trainer.update(standardizer(features) if standardizer else features, targets.to(device), step, plan)
+            last_loss = loss if last_loss is None else last_loss + loss
+            step += 1
+    train_loss = (all_reduce_sum(last_loss) / (plan.steps_per_epoch * plan.batch)).cpu().numpy()
+
+    def scores(source: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        stream = ((standardizer(x.to(device)) if standardizer else x.to(device), y.to(device))
+                  for x, y in source.batches(rows, 4096, train=False, shard=shard).epoch(0))
+        return scores_of(*head_counts(trainer.heads, stream))
+
+    params = config.grid()
+    val_top1 = scores(*select)[0] if select is not None else np.full(len(params), np.nan)
+    best = int(np.nanargmax(val_top1)) if select is not None else 0  # first of equals, in grid order
+    top1, top5, _ = scores(report, np.arange(report.labels.size))
+    edges = _edges(config, [p for p, v in zip(params, val_top1) if v == val_top1[best]]) if select is not None else {}
+    edge = "; ".join(f"the chosen {'learning rate' if axis == 'lr' else 'weight decay'} {params[best][axis]:g} is "
+                     f"the {side} edge of the grid" for axis, side in edges.items())
+    if edge:
+        warnings.warn(f"linear probe (augmented): {edge}; widen the grid (--lrs / --wds)", stacklevel=2)
+    metrics = [Metric("top1", float(top1[best]), dict(params[best])), Metric("top5", float(top5[best]), dict(params[best]))]
+    if select is not None:
+        metrics += [Metric("val_top1", float(v), dict(p)) for p, v in zip(params, val_top1)]
+    metrics += [Metric("train_loss", float(v), dict(p)) for p, v in zip(params, train_loss)]
+    grid = [{**p, "val_top1": None if np.isnan(v) else float(v), "train_loss": float(loss)}
+            for p, v, loss in zip(params, val_top1, train_loss)]
+    training = {"steps": plan.steps, "epochs": plan.epochs, "widenings": 0, "edge": edge,
+                "learning_rates": list(config.learning_rates), "weight_decays": list(config.weight_decays),
+                "augment": config.augment, "optimizer": config.optimizer,
+                "standardized_on": int(min(STANDARDIZE_ROWS, fit_rows.size)) if standardizer else 0}
+    sizes = {"fit": int(fit_rows.size), "select": 0 if select is None else int(select[1].size),
+             "eval": int(report.labels.size)}
+    return LinearResult(metrics=metrics, chosen=grid[best], grid=grid, selected_on=config.select_on, solver="sgd",
+                        training=training, sizes=sizes)
+
+
+# ---------------------------------------------------------------------------------------------
 # Protocol
 
 
 def evaluate(inputs: Inputs, config: LinearConfig) -> Evaluation:
     """:func:`linear_probe` on the training and evaluation splits; the summary gives the chosen
     classifier's top-1/top-5, its hyper-parameters and how the solver ran."""
-    result = linear_probe(inputs.train.features, inputs.train.labels, inputs.eval.features, inputs.eval.labels,
-                          config, num_classes=inputs.num_classes, device=inputs.device, progress=inputs.progress)
+    if config.augment == "none":
+        result = linear_probe(inputs.train.features, inputs.train.labels, inputs.eval.features, inputs.eval.labels,
+                              config, num_classes=inputs.num_classes, device=inputs.device, progress=inputs.progress)
+    else:
+        result = augmented_probe(inputs.train.features, inputs.eval.features, config, inputs.num_classes,
+                                 device=inputs.device, progress=inputs.progress)
     summary: dict[str, Any] = {m.name: m.value for m in result.metrics if m.name in ("top1", "top5")}
     summary["solver"] = result.solver
     summary.update({f"chosen_{k}": v for k, v in result.chosen.items()})
@@ -593,10 +590,11 @@ def _describe(record: ResultRecord) -> str:
 
 
 PROTOCOL = register(Protocol(
-    name="linear", version="2", label="linear", config=LinearConfig, evaluate=evaluate, caption=_caption,
+    name="linear", version="3", label="linear", config=LinearConfig, evaluate=evaluate, caption=_caption,
     summary="linear probe: exact logistic regression (C chosen on held-out data, refitted) or a grid of SGD "
             "heads (lr x wd x BatchNorm) trained at once, on standardised features",
-    describe=_describe, needs=lambda config: Needs(shots=config.shots, shot_seeds=config.shot_seeds),
+    describe=_describe, needs=lambda config: Needs(shots=config.shots, shot_seeds=config.shot_seeds,
+                                                   stream=None if config.augment == "none" else config.augment),
     setting=shots_setting, headline=("top1",), tables=(TableSpec("top1", "top1", shared=True),), plots=(PlotSpec("bars"),),
     transfer=Selection(score=lambda summary: summary["chosen_val_top1"], on="val", by="val_top1"),
 ))

@@ -31,7 +31,8 @@ class Labelled:
     """One split, one row per image: ``features`` float32 [N, D] and ``labels`` int64 [N].
 
     For a protocol whose :class:`Needs` asked for ``tokens``, ``features`` is a
-    :class:`~jepa_eval.features.tokens.TokenSource` of the split's patch tokens [N, T, D'].
+    :class:`~jepa_eval.features.tokens.TokenSource` of the split's patch tokens [N, T, D']; for
+    ``stream``, a source of its pooled features [N, D'] with the backbone in the loop.
     """
 
     features: np.ndarray | TokenSource
@@ -68,7 +69,9 @@ class Needs:
     protocol is evaluated once per k-shot draw of the training split (k images a class, seeds
     ``0 .. shot_seeds - 1``; ``'all'``: the whole split once), see :mod:`jepa_eval.protocols.sampling`;
     empty: once on the whole split. ``tokens``: token sources of both splits instead of pooled
-    features (the feature mode then does not apply).
+    features (the feature mode then does not apply). ``stream``: an augmentation ('crop',
+    'vjepa'): sources of the mode's pooled features computed by the backbone in the loop, training
+    batches augmented so. With either, every torchrun process evaluates its share of every batch.
     """
 
     rows: int | None = None
@@ -78,6 +81,7 @@ class Needs:
     shots: tuple[int | str, ...] = ()
     shot_seeds: int = 1
     tokens: TokensNeeded | None = None
+    stream: str | None = None
 
 
 @dataclass(frozen=True)
@@ -168,10 +172,9 @@ class Protocol:
     ``splits``: ``("train", "eval")`` for protocols that fit on the training split and score on
     the evaluation split, ``("split",)`` for label-free ones that measure one split (the CLI and
     suite entries then take ``split``). ``runs_on``: 'model' (a command, suite entries, transfer) or
-    'run' (a training run's checkpoints: only its own command calls it). ``all_ranks``: under
-    torchrun, ``evaluate`` runs on every rank (it shares the work itself, e.g. all-reducing
-    gradients) with the whole inputs, which the pipeline gives for token requests; otherwise
-    rank 0 alone evaluates.
+    'run' (a training run's checkpoints: only its own command calls it). Under torchrun rank 0
+    alone evaluates pooled features; inputs that come as sources (``tokens``, ``stream``) are
+    evaluated by every rank, each on its share of every batch.
     ``table_coords`` fixes coordinates in paper tables (k-NN: ``{"k": 20}``); ``table_latest``
     keeps only the largest value of that coordinate per run (monitor: the last epoch).
     ``setting(coords)`` names a sub-column of a table ('1%', '5-shot'), ``caption(shown)`` the
@@ -190,7 +193,6 @@ class Protocol:
     describe: Callable[[ResultRecord], str] | None = None
     splits: tuple[str, ...] = ("train", "eval")
     runs_on: str = "model"
-    all_ranks: bool = False
     headline: tuple[str, ...] = ()
     table_coords: Mapping[str, Any] = field(default_factory=dict)
     table_latest: str | None = None
