@@ -117,11 +117,12 @@ def sklearn_fit(x: np.ndarray, y: np.ndarray, C: float, warm: LogisticRegression
 def bench_fit(C: float, x: np.ndarray, y: np.ndarray, repeats: int) -> Row:
     x64 = x.astype(np.float64)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    few = np.random.default_rng(0).permutation(y.size)[:100]  # rows of several classes: sklearn needs two
     seconds, out = interleaved_medians({
         "ours": lambda: logreg.fit_logreg(xt, yt, C, CLASSES, max_iter=MAX_ITER, tol=TOL),
         "sklearn": lambda: sklearn_fit(x64, y, C, LogisticRegression(tol=TOL, max_iter=MAX_ITER)),
-    }, repeats, warmups={"ours": lambda: logreg.fit_logreg(xt[:100], yt[:100], C, CLASSES, max_iter=5),
-                         "sklearn": lambda: sklearn_fit(x64[:100], y[:100], C, LogisticRegression(max_iter=5))})
+    }, repeats, warmups={"ours": lambda: logreg.fit_logreg(xt[few], yt[few], C, CLASSES, max_iter=5),
+                         "sklearn": lambda: sklearn_fit(x64[few], y[few], C, LogisticRegression(max_iter=5))})
     ours, sk = out["ours"], out["sklearn"]
     ours_obj = objective(ours.weight.numpy(), ours.bias.numpy(), x64, y, C)
     sk_obj = objective(sk.coef_.T, sk.intercept_, x64, y, C)
