@@ -230,3 +230,17 @@ def save_safetensors(top: dict, path: str | Path) -> Path:
     path = Path(path)
     save_file({k: v.contiguous() for k, v in flat.items()}, path)
     return path
+
+
+def run_tiny_suite(tmp_path: Path, entries: str):
+    """Runs a suite of ``entries`` (the YAML lines under ``protocols:``) for one tiny I-JEPA
+    (width 64, depth 4, 16 px) on CPU, records in ``tmp_path / 'out'``; returns the outcome."""
+    from jepa_eval.backbones.spec import ModelSpec
+    from jepa_eval.features.splits import ExtractOptions
+    from jepa_eval.pipeline.suite import load_suite, run_suite
+
+    ckpt = make_checkpoint("ijepa", tmp_path / "tiny.pth.tar", embed_dim=64, depth=4, img_size=16)
+    suite_file = tmp_path / "tiny-suite.yaml"
+    suite_file.write_text("suite: tiny\nprotocols:\n" + entries)
+    options = ExtractOptions(device="cpu", cache_dir=str(tmp_path / "c"), progress=False)
+    return run_suite(load_suite(suite_file), [ModelSpec(ckpt=str(ckpt), name="tiny")], options, tmp_path / "out")

@@ -12,7 +12,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from helpers_ckpt import make_checkpoint
+from helpers_ckpt import make_checkpoint, run_tiny_suite
 from jepa_eval.cli.protocols import protocol_command
 from jepa_eval.protocols import get_protocol, list_protocols
 from jepa_eval.protocols.registry import (Evaluation, Inputs, PlotSpec, Protocol, Selection, TableSpec, option,
@@ -81,17 +81,10 @@ def test_a_new_protocol_is_a_command_with_its_config_options(centroid: Protocol,
 
 
 def test_a_new_protocol_runs_in_suites_and_transfer_and_is_reported(centroid: Protocol, tmp_path: Path) -> None:
-    from jepa_eval.backbones.spec import ModelSpec
-    from jepa_eval.features.splits import ExtractOptions
-    from jepa_eval.pipeline.suite import load_suite, run_suite
     from jepa_eval.report.build import write_report
 
-    ckpt = make_checkpoint("ijepa", tmp_path / "tiny.pth.tar", embed_dim=64, depth=4, img_size=16)
-    suite_file = tmp_path / "toy.yaml"
-    suite_file.write_text("suite: toy\nprotocols:\n  - {protocol: centroid, dataset: digits}\n"
-                          "  - {protocol: transfer, inner: centroid, datasets: [digits], modes: [avgpool, avgpool4]}\n")
-    options = ExtractOptions(device="cpu", cache_dir=str(tmp_path / "c"), progress=False)
-    outcome = run_suite(load_suite(suite_file), [ModelSpec(ckpt=str(ckpt), name="tiny")], options, tmp_path / "out")
+    outcome = run_tiny_suite(tmp_path, "  - {protocol: centroid, dataset: digits}\n"
+                             "  - {protocol: transfer, inner: centroid, datasets: [digits], modes: [avgpool, avgpool4]}\n")
     assert outcome.failed == [] and len(outcome.written) == 2
     transfer = next(r for r in load_records(tmp_path / "out") if r.params.get("transfer"))
     assert transfer.summary["selected_on"] == "eval" and transfer.features.candidates == ["avgpool", "avgpool4"]

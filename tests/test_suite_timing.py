@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers_ckpt import make_checkpoint
+from helpers_ckpt import run_tiny_suite
 from jepa_eval.protocols.registry import Evaluation, Inputs, Protocol, option, register, registered
 from jepa_eval.results.record import Metric, load_records
 
@@ -38,17 +38,9 @@ def pause() -> Iterator[Protocol]:
 
 
 def test_a_suite_record_says_how_long_its_protocol_took(pause: Protocol, tmp_path: Path) -> None:
-    from jepa_eval.backbones.spec import ModelSpec
-    from jepa_eval.features.splits import ExtractOptions
-    from jepa_eval.pipeline.suite import load_suite, run_suite
-
-    ckpt = make_checkpoint("ijepa", tmp_path / "tiny.pth.tar", embed_dim=64, depth=4, img_size=16)
-    suite_file = tmp_path / "timed.yaml"
-    suite_file.write_text("suite: timed\nprotocols:\n  - {protocol: pause, dataset: digits}\n"
-                          "  - {protocol: pause, dataset: digits, params: {seconds: 0.0}}\n")
-    options = ExtractOptions(device="cpu", cache_dir=str(tmp_path / "c"), progress=False)
     started = time.perf_counter()
-    outcome = run_suite(load_suite(suite_file), [ModelSpec(ckpt=str(ckpt), name="tiny")], options, tmp_path / "out")
+    outcome = run_tiny_suite(tmp_path, "  - {protocol: pause, dataset: digits}\n"
+                             "  - {protocol: pause, dataset: digits, params: {seconds: 0.0}}\n")
     elapsed = time.perf_counter() - started
     assert outcome.failed == []
     slow, quick = sorted(load_records(tmp_path / "out"), key=lambda r: -r.params["seconds"])
