@@ -123,7 +123,9 @@ class LinearConfig:
     Cs: tuple[float, ...] = option(logreg.DEFAULT_CS, "Comma-separated values of C (lbfgs).", flag="--Cs")
     C_search: str = "grid"
     max_iter: int = 1000
-    tol: float = 1e-4
+    tol: float = option(1e-4, "L-BFGS stopping tolerance on the largest gradient entry (scikit-learn's rule and "
+                              "default); 1e-6 also converges the weakly regularised fits a warm start can leave "
+                              "unchanged.")
     lbfgs_max_gib: float = option(4.0, "Largest lbfgs memory estimate (GiB) for which auto chooses lbfgs.")
     augment: str = option("none", "Train on augmented images with the backbone in the loop (sgd): none, crop "
                                   "(RandomResizedCrop + flip, as DINOv2, VISSL and MAE), or vjepa.")
