@@ -88,6 +88,16 @@ def test_gather_joins_accuracy_by_path_and_takes_the_training_loss_from_the_log(
     assert gathered.notes == ["training loss from jepa_r0.csv"] and len(gathered.accuracy_records) == 5
 
 
+def test_k_shot_records_of_a_checkpoint_are_not_its_accuracy(run: dict) -> None:
+    """A few-shot suite's record of the same checkpoint (top-1 at 1 and 10 shots) is left out."""
+    few = _record("linear", str(run["folder"] / "jepa-ep6.pth.tar"), run["shas"][6],
+                  [Metric("top1", 11.0, {"shots": 1}), Metric("top1", 21.0, {"shots": 10})])
+    few.params["shots"] = [1, 10]
+    write_record(few, run["records"])
+    gathered = gather(load_records(run["records"]), run["folder"], SignalsConfig())
+    assert [p["accuracy"] for p in gathered.points] == ACCURACY and len(gathered.accuracy_records) == 5
+
+
 def test_the_monitors_mode_is_the_default_and_a_retrained_folder_gives_no_training_loss(run: dict) -> None:
     (run["folder"] / "jepa-ep4.pth.tar").write_bytes(b"the same name, trained again")
     gathered = gather(load_records(run["records"]), run["folder"], SignalsConfig())

@@ -3,7 +3,7 @@
 Per checkpoint of the run's newest monitor record: its label-free values (RankMe, LiDAR,
 alpha-ReQ...), its training loss, and a probe accuracy. The accuracy is the ``top1`` (at the
 protocol's table coordinates, e.g. k-NN's k = 20; the mean over seeds) of records of that
-checkpoint: matched by content hash where the monitor recorded one, else by file path (an
+checkpoint on its full training split (records of k-shot draws are left out): matched by content hash where the monitor recorded one, else by file path (an
 ``ep`` file; a ``latest`` path names a different state each epoch, so it needs the hash). The
 training loss is the monitor's own ``train_loss`` row; records written before it existed get
 it from the CSV log beside the checkpoints, but only while those checkpoints are still the
@@ -69,7 +69,7 @@ def _accuracy_by_checkpoint(records: list[ResultRecord], config: SignalsConfig, 
                             monitor_mode: str) -> tuple[dict[str, list[tuple[ResultRecord, float]]], str]:
     """(checkpoint sha256 or resolved path -> [(record, top-1)], the feature mode used)."""
     candidates = [(r, top1) for r in records if r.protocol == config.accuracy and r.dataset.name == dataset
-                  and r.model.path and (top1 := _top1(r)) is not None]
+                  and r.model.path and not r.params.get("shots") and (top1 := _top1(r)) is not None]
     modes = sorted({r.features.mode for r, _ in candidates})
     mode = config.mode or (monitor_mode if monitor_mode in modes or not modes else modes[0] if len(modes) == 1 else None)
     if mode is None:
