@@ -25,6 +25,10 @@ linear probe;
 
 ``--tiny`` runs the same on 100 training and 20 test photographs a class, the last checkpoint,
 the random encoder and the first saved epoch, with 2 epochs and 2 probes: minutes on a CPU.
+``--linear-from DIR`` takes the linear probes' records from a suite's folder (the case-study
+suite runs the same default solver on the same checkpoints) instead of running them again;
+their wall time then includes the feature extraction they did. ``--only NAME ...`` evaluates a
+subset of the models.
 """
 
 from __future__ import annotations
@@ -87,9 +91,10 @@ def cache_features(spec: str, data_root: Path, mode: str) -> None:
 
 
 def evaluate(models: dict[str, tuple[str, int | None]], data_root: Path, out: Path, settings: dict,
-             keep_tokens: bool) -> None:
-    """The three probes of every model not yet in ``out``."""
-    done = {(r.model.name, r.protocol, r.features.mode) for r in load_records(out)} if out.is_dir() else set()
+             keep_tokens: bool, linear_from: Path | None) -> None:
+    """The three probes of every model not yet in ``out`` (nor, for the linear probes, in
+    ``linear_from``)."""
+    done = {(r.model.name, r.protocol, r.features.mode) for r in probe_records(out, linear_from)}
     for name, (spec, _) in models.items():
         common = ["--ckpt", spec, "--name", name, "--data", "cifar10", "--data-root", str(data_root), "--quiet",
                   "--results-dir", str(out)]
@@ -106,6 +111,16 @@ def evaluate(models: dict[str, tuple[str, int | None]], data_root: Path, out: Pa
                        threads="2")
                 if not keep_tokens:
                     shutil.rmtree(TOKENS, ignore_errors=True)
+
+
+def probe_records(out: Path, linear_from: Path | None) -> list[ResultRecord]:
+    """The records of ``out`` and the CIFAR-10 linear records of ``linear_from`` (a suite's
+    folder, not its transfer entries)."""
+    records = load_records(out) if out.is_dir() else []
+    if linear_from is not None:
+        records += [r for r in load_records(linear_from)
+                    if r.protocol == "linear" and r.dataset.name == "cifar10" and not r.params.get("shots")]
+    return records
 
 
 def probe_seconds(record: ResultRecord) -> float:
@@ -162,14 +177,24 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="100 + 20 photographs a class, 3 models, 2 epochs")
     parser.add_argument("--out", type=Path, default=cs.OUT, help="folder of the tables, plot and records")
     parser.add_argument("--keep-tokens", action="store_true", help="keep each model's cached patch tokens")
+    parser.add_argument("--linear-from", type=Path, default=None,
+                        help="a suite's records folder whose CIFAR-10 linear records (same default solver) are used "
+                             "instead of running the linear probes again; their wall time includes any feature "
+                             "extraction they did")
+    parser.add_argument("--only", nargs="+", default=None, help="evaluate only these models (names as in the table)")
     args = parser.parse_args()
     cs.link_data()
     models = compared(args.tiny)
+    if args.only:
+        unknown = sorted(set(args.only) - set(models))
+        if unknown:
+            raise SystemExit(f"--only names {unknown}, expected some of {sorted(models)}")
+        models = {name: models[name] for name in models if name in args.only}
     torch.set_num_threads(2)  # for cache_features, as the commands run with two threads
     root = tiny_cifar() if args.tiny else cs.CIFAR
     records_dir = args.out / "attentive"
-    evaluate(models, root, records_dir, TINY if args.tiny else FULL, args.keep_tokens)
-    rows = comparison_rows(load_records(records_dir), models)
+    evaluate(models, root, records_dir, TINY if args.tiny else FULL, args.keep_tokens, args.linear_from)
+    rows = comparison_rows(probe_records(records_dir, args.linear_from), models)
     cs.table(rows, "attentive", args.out)
     if rows:
         plot(rows, args.out)

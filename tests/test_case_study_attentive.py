@@ -33,3 +33,22 @@ def test_rows_give_each_probes_top1_and_seconds_and_the_gain_over_the_better_lin
     written = script.plot(rows, tmp_path)
     assert {p.name for p in written} == {"attentive_vs_linear.png", "attentive_vs_linear.pdf",
                                          "attentive_vs_linear.csv"}
+
+
+def test_linear_records_can_come_from_a_suite_folder_without_its_transfer_or_k_shot_entries(tmp_path: Path) -> None:
+    from jepa_eval.results.record import write_record
+
+    suite, out = tmp_path / "suite", tmp_path / "attentive"
+    transfer = record("linear", "avgpool", "final", 60.0, 5.0)
+    transfer.dataset = DatasetInfo("imagefolder:imagenette")
+    k_shot = record("linear", "avgpool", "final", 20.0, 5.0)
+    k_shot.params = {"shots": [1, 10]}
+    for kept in (record("linear", "avgpool", "final", 46.0, 3.0), record("linear", "avgpool4", "final", 48.0, 70.0),
+                 record("knn", "avgpool", "final", 35.0, 70.0), transfer, k_shot):
+        write_record(kept, suite)
+    write_record(record("attentive", "tokens", "final", 51.0, 500.0, probe=420.0), out)
+    found = sorted((r.protocol, r.dataset.name, r.features.mode, r.summary["top1"])
+                   for r in script.probe_records(out, suite))
+    assert found == [("attentive", "cifar10", "tokens", 51.0), ("linear", "cifar10", "avgpool", 46.0),
+                     ("linear", "cifar10", "avgpool4", 48.0)]
+    assert [r.protocol for r in script.probe_records(out, None)] == ["attentive"]
