@@ -309,7 +309,14 @@ def test_a_choice_at_the_grids_edge_widens_it_to_what_the_wider_grid_trained_at_
     assert widened.training["widenings"] == 2
     assert widened.training["learning_rates"] == [3e-3, 9e-3, 0.027, 0.081]
     assert widened.chosen["lr"] == 0.081
-    assert widened.chosen == at_once.chosen and widened.grid == at_once.grid and widened.metrics == at_once.metrics
+    # the same heads and scores; a training loss is a mean over a differently shaped batch of
+    # heads, so it agrees to rounding, not bit for bit
+    assert widened.chosen == pytest.approx(at_once.chosen, rel=1e-7)
+    assert [h.pop("train_loss") for h in widened.grid] == pytest.approx([h.pop("train_loss") for h in at_once.grid],
+                                                                        rel=1e-7)
+    assert widened.grid == at_once.grid
+    assert [(m.name, m.coords) for m in widened.metrics] == [(m.name, m.coords) for m in at_once.metrics]
+    assert [m.value for m in widened.metrics] == pytest.approx([m.value for m in at_once.metrics], rel=1e-7)
 
 
 def test_a_choice_still_at_the_edge_is_a_warning_recorded_in_the_result() -> None:
