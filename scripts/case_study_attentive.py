@@ -119,7 +119,7 @@ def probe_records(out: Path, linear_from: Path | None) -> list[ResultRecord]:
     records = load_records(out) if out.is_dir() else []
     if linear_from is not None:
         records += [r for r in load_records(linear_from)
-                    if r.protocol == "linear" and r.dataset.name == "cifar10" and not r.params.get("shots")]
+                    if r.protocol == "linear" and r.dataset.name == "cifar10" and not r.k_shot]
     return records
 
 

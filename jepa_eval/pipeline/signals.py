@@ -69,7 +69,7 @@ def _accuracy_by_checkpoint(records: list[ResultRecord], config: SignalsConfig, 
                             monitor_mode: str) -> tuple[dict[str, list[tuple[ResultRecord, float]]], str]:
     """(checkpoint sha256 or resolved path -> [(record, top-1)], the feature mode used)."""
     candidates = [(r, top1) for r in records if r.protocol == config.accuracy and r.dataset.name == dataset
-                  and r.model.path and not r.params.get("shots") and (top1 := _top1(r)) is not None]
+                  and r.model.path and not r.k_shot and (top1 := _top1(r)) is not None]
     modes = sorted({r.features.mode for r, _ in candidates})
     mode = config.mode or (monitor_mode if monitor_mode in modes or not modes else modes[0] if len(modes) == 1 else None)
     if mode is None:

@@ -143,6 +143,11 @@ class ResultRecord:
         if not self.environment:
             self.environment = environment_info()
 
+    @property
+    def k_shot(self) -> bool:
+        """Whether the record scores k-shot draws (``params.shots``), not the full training split."""
+        return bool(self.params.get("shots"))
+
     def to_json(self) -> dict[str, Any]:
         """The record as the JSON object of its result file."""
         return {"protocol": self.protocol, "protocol_version": self.protocol_version,
