@@ -147,8 +147,9 @@ def comparison_rows(records: list[ResultRecord], models: dict[str, tuple[str, in
     return rows
 
 
-def plot(rows: list[dict], out: Path) -> list[Path]:
-    """Top-1 and probe seconds against epoch, one line per probe; the random encoder dashed."""
+def plot(rows: list[dict], out: Path, linear_times: str) -> list[Path]:
+    """Top-1 and probe seconds against epoch, one line per probe; the random encoder dashed.
+    ``linear_times`` says what the linear probes' seconds include, for the time panel's title."""
     frame = pd.DataFrame(rows)
     trained = frame[frame["epoch"] != "-"].astype({"epoch": int}).sort_values("epoch")
     random = frame[frame["epoch"] == "-"]
@@ -164,7 +165,8 @@ def plot(rows: list[dict], out: Path) -> list[Path]:
                              label=f"{label}, random encoder")
     accuracy.set(xlabel="epoch of the 30-minute run", ylabel="CIFAR-10 top-1 (%)",
                  title="attentive vs linear probes, same frozen encoder")
-    seconds.set(xlabel="epoch of the 30-minute run", ylabel="probe seconds", title="time each probe took")
+    seconds.set(xlabel="epoch of the 30-minute run", ylabel="probe seconds",
+                title=f"time each probe took (attentive: token extraction apart; linear: {linear_times})")
     accuracy.legend(fontsize=7)
     seconds.legend(fontsize=7)
     for ax in (accuracy, seconds):
@@ -197,7 +199,8 @@ def main() -> None:
     rows = comparison_rows(probe_records(records_dir, args.linear_from), models)
     cs.table(rows, "attentive", args.out)
     if rows:
-        plot(rows, args.out)
+        plot(rows, args.out, "the suite's record, feature extraction included" if args.linear_from
+             else "feature extraction apart")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def test_rows_give_each_probes_top1_and_seconds_and_the_gain_over_the_better_lin
                        "linear avgpool4 top-1": 48.0, "linear avgpool4 s": 40.0, "attentive top-1": 51.25,
                        "attentive s": 420.0, "token extraction s": 80.0, "attentive - best linear": 3.25}
     assert rows[0]["epoch"] == "-" and rows[0]["attentive - best linear"] == -2.5
-    written = script.plot(rows, tmp_path)
+    written = script.plot(rows, tmp_path, "feature extraction apart")
     assert {p.name for p in written} == {"attentive_vs_linear.png", "attentive_vs_linear.pdf",
                                          "attentive_vs_linear.csv"}
 
