@@ -175,6 +175,24 @@ def test_lbfgs_is_scikit_learns_regression_on_standardised_features_with_C_chose
     assert ours.training["converged"]
 
 
+def test_lbfgs_records_and_warns_about_the_values_of_C_a_loose_tol_left_at_their_warm_start(digits):
+    """At scikit-learn's tol 1e-4 the weakly regularised fits of digits already meet the stopping
+    rule where the previous C ended: they take 0 iterations and score the chosen fit, so the
+    result lists them and warns that the choice is not resolved. At tol 1e-8 every fit moves."""
+    x, y = digits
+    train, test = np.arange(0, 1797, 2), np.arange(1, 1797, 2)
+    weak = dict(solver="lbfgs", Cs=(100.0, 1e3, 1e4, 1e5), max_iter=5000)
+    with pytest.warns(UserWarning, match="from the chosen C = 100 fit"):
+        loose = linear_probe(x[train], y[train], x[test], y[test], LinearConfig(**weak, tol=1e-4), progress=False)
+    assert loose.chosen["C"] == 100.0 and loose.training["unmoved_Cs"] == [1e3, 1e4, 1e5]
+    assert [g["iterations"] == 0 for g in loose.grid] == [False, True, True, True]
+    assert len({g["val_top1"] for g in loose.grid}) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tight = linear_probe(x[train], y[train], x[test], y[test], LinearConfig(**weak, tol=1e-8), progress=False)
+    assert tight.training["unmoved_Cs"] == [] and all(g["iterations"] > 0 for g in tight.grid)
+
+
 def test_auto_runs_lbfgs_when_its_memory_estimate_fits_and_the_sgd_grid_otherwise(digits):
     x, y = digits
     inputs = Inputs(train=Labelled(x[:1000], y[:1000]), eval=Labelled(x[1000:], y[1000:]), num_classes=10,

@@ -312,3 +312,16 @@ def test_bad_C_and_labels_are_errors():
         fit_logreg(torch.from_numpy(x), torch.from_numpy(y), 1.0, 2)
     with pytest.raises(JepaEvalError, match="search"):
         select_C(torch.from_numpy(x), torch.from_numpy(y), 3, split=validation_split(y, 0.2, 0), search="bisect")
+
+
+def test_a_C_path_that_stays_at_W_zero_is_exact_so_no_value_of_C_counts_as_unmoved():
+    """Every class holds the same fitted rows, so the gradient at W = 0 vanishes for every C: all
+    fits take 0 iterations and none is a warm start left behind (C does not change it)."""
+    rows = np.random.default_rng(0).normal(size=(20, 5))
+    x = torch.from_numpy(np.tile(rows, (3, 1)))
+    y = torch.arange(3).repeat_interleave(20)
+    fit = np.concatenate([np.arange(15) + 20 * k for k in range(3)])
+    val = np.setdiff1d(np.arange(60), fit)
+    chosen = select_C(x, y, 3, (0.1, 1.0, 10.0), split=(fit, val), refit=False)
+    assert [m.iterations for m in chosen.path] == [0, 0, 0] and not chosen.model.weight.any()
+    assert chosen.unmoved == [] and chosen.untried == []

@@ -157,7 +157,7 @@ def test_subset_runs_once_on_exactly_the_given_images(digits):
                               progress=False)
     assert [(m.name, m.coords["subset"], m.coords["seed"]) for m in result.metrics] == [
         ("top1", "40 images", 0), ("top5", "40 images", 0), ("iterations", "40 images", 0),
-        ("converged", "40 images", 0)]
+        ("converged", "40 images", 0), ("untried_Cs", "40 images", 0)]
 
 
 def test_top5_is_left_out_with_five_classes_or_fewer(digits):
@@ -166,7 +166,7 @@ def test_top5_is_left_out_with_five_classes_or_fewer(digits):
     config = LowShotConfig(shots=(5,), seeds=1, Cs=SMALL_GRID, max_iter=FEW_ITERATIONS)
     result = lowshot_evaluate(x[keep][:400], y[keep][:400], x[keep][400:], y[keep][400:], config,
                               progress=False)
-    assert [m.name for m in result.metrics] == ["top1", "iterations", "converged"]
+    assert [m.name for m in result.metrics] == ["top1", "iterations", "converged", "untried_Cs"]
 
 
 def test_with_no_setting_given_the_protocol_takes_one_percent_of_the_labels():
@@ -182,3 +182,19 @@ def test_bad_inputs_are_errors(digits):
         lowshot_evaluate(x, y, x, y, LowShotConfig(), subset_indices=np.array([5000]), progress=False)
     with pytest.raises(JepaEvalError, match="val_fraction"):
         LowShotConfig(val_fraction=1.0)
+
+
+def test_the_summary_counts_the_draws_whose_choice_of_C_a_loose_tol_left_unresolved(digits):
+    """At tol 1e-4 the larger C of a weak-regularisation grid can start at the chosen fit and stay
+    there (0 iterations), leaving that draw's choice unresolved; at 1e-8 every fit moves."""
+    x, y = digits
+    inputs = Inputs(train=Labelled(x[:1000], y[:1000]), eval=Labelled(x[1000:], y[1000:]), num_classes=10,
+                    device="cpu", progress=False)
+    weak = dict(fractions=(0.5,), seeds=2, Cs=(100.0, 1e3, 1e4, 1e5), max_iter=5000)
+    loose = evaluate(inputs, LowShotConfig(**weak, tol=1e-4))
+    untried = [m for m in loose.metrics if m.name == "untried_Cs"]
+    left = [m for m in untried if m.value > 0]
+    assert len(untried) == 2 and loose.summary["choices_unresolved"] == len(left) >= 1
+    assert all(m.value == sum(C > m.coords["C"] for C in weak["Cs"]) for m in left)  # a run to the grid's top
+    tight = evaluate(inputs, LowShotConfig(**weak, tol=1e-8))
+    assert tight.summary["choices_unresolved"] == 0

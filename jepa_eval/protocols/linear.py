@@ -5,7 +5,11 @@ Two solvers of the same task, chosen by ``solver``:
 - ``lbfgs``: multinomial logistic regression (scikit-learn's objective, solved exactly by
   :mod:`jepa_eval.protocols.logreg`, the solver ``lowshot`` uses) over the grid ``Cs``; C is
   chosen by top-1 on the held-out split and the model is refitted on all training features at
-  that C (DINOv2's log-regression and CLIP-style transfer protocol).
+  that C (DINOv2's log-regression and CLIP-style transfer protocol). The fits run to ``tol``
+  1e-6, not scikit-learn's 1e-4: warm-started along the grid, a weakly regularised fit at 1e-4
+  often meets the stopping rule where the previous C ended and stops there (0 iterations), so
+  several C score one classifier; such C are recorded (``unmoved_Cs``), with a warning when
+  they follow the chosen C (larger C were then not really tried).
 - ``sgd``: a grid of linear heads, learning rate x weight decay x BatchNorm (DINOv2 trains a
   grid of heads from one pass; MAE puts ``BatchNorm1d(affine=False, eps=1e-6)`` before its
   linear layer), the head with the best held-out top-1 chosen and reported as it is.
@@ -123,9 +127,8 @@ class LinearConfig:
     Cs: tuple[float, ...] = option(logreg.DEFAULT_CS, "Comma-separated values of C (lbfgs).", flag="--Cs")
     C_search: str = "grid"
     max_iter: int = 1000
-    tol: float = option(1e-4, "L-BFGS stopping tolerance on the largest gradient entry (scikit-learn's rule and "
-                              "default); 1e-6 also converges the weakly regularised fits a warm start can leave "
-                              "unchanged.")
+    tol: float = option(1e-6, "L-BFGS stopping tolerance on the largest gradient entry (scikit-learn's rule; "
+                              "its default 1e-4 leaves weakly regularised fits at their warm start).")
     lbfgs_max_gib: float = option(4.0, "Largest lbfgs memory estimate (GiB) for which auto chooses lbfgs.")
     augment: str = option("none", "Train on augmented images with the backbone in the loop (sgd): none, crop "
                                   "(RandomResizedCrop + flip, as DINOv2, VISSL and MAE), or vjepa.")
@@ -157,7 +160,9 @@ class LinearResult:
     ``chosen``: the candidate's coords with its 'val_top1' and 'train_loss'; ``grid``: one such
     dict per candidate. ``training``: how the solver ran (sgd: 'steps', 'epochs', 'widenings',
     'edge' (a warning, '' when none), 'learning_rates', 'weight_decays' of the final grid;
-    lbfgs: 'iterations', 'converged', 'precision', 'objective' of the final fit).
+    lbfgs: 'iterations', 'converged', 'precision', 'objective' of the final fit and 'unmoved_Cs',
+    the values of C whose fit took no iteration from its warm start, and 'untried_Cs', those of
+    them right above the chosen C; lbfgs grid entries also give each fit's 'iterations').
     ``sizes``: samples fitted ('fit'), chosen on ('select') and reported on ('eval'), and for
     lbfgs the rows of the refit ('refit').
     """
@@ -405,9 +410,14 @@ def _lbfgs_probe(train: tuple[torch.Tensor, torch.Tensor], held: np.ndarray | No
     metrics = [Metric("top1", logreg.topk_accuracy(model, *report, 1), coords),
                Metric("top5", logreg.topk_accuracy(model, *report, 5), coords)]
     metrics += [Metric("val_top1", score, {"C": C}) for C, score in chosen.scores.items()]
-    grid = [{"C": C, "val_top1": score} for C, score in chosen.scores.items()]
+    grid = [{"C": fit.C, "val_top1": chosen.scores[fit.C], "iterations": fit.iterations} for fit in chosen.path]
+    if chosen.untried:
+        warnings.warn(f"linear probe: at tol {config.tol:g} the fits at C = "
+                      f"{', '.join(f'{C:g}' for C in chosen.untried)} "
+                      f"took no L-BFGS iteration from the chosen C = {chosen.C:g} fit, which already met the "
+                      "stopping rule there, so the choice among them is not resolved; lower --tol", stacklevel=3)
     training = {"iterations": model.iterations, "converged": model.converged, "precision": model.precision,
-                "objective": model.objective}
+                "objective": model.objective, "unmoved_Cs": chosen.unmoved, "untried_Cs": chosen.untried}
     sizes = {"fit": split[0].size, "select": split[1].size, "eval": report[1].numel(),
              "refit": labels.numel() if refit else split[0].size}
     choice = {**coords, "val_top1": chosen.scores[chosen.C], "train_loss": train_loss}
@@ -592,7 +602,7 @@ def _describe(record: ResultRecord) -> str:
 
 
 PROTOCOL = register(Protocol(
-    name="linear", version="3", label="linear", config=LinearConfig, evaluate=evaluate, caption=_caption,
+    name="linear", version="4", label="linear", config=LinearConfig, evaluate=evaluate, caption=_caption,
     summary="linear probe: exact logistic regression (C chosen on held-out data, refitted) or a grid of SGD "
             "heads (lr x wd x BatchNorm) trained at once, on standardised features",
     describe=_describe, needs=lambda config: Needs(shots=config.shots, shot_seeds=config.shot_seeds,

@@ -120,6 +120,26 @@ class Selection:
     model: LogRegModel
     path: list[LogRegModel] = field(default_factory=list)
 
+    @property
+    def unmoved(self) -> list[float]:
+        """The values of C whose warm-started fit took no L-BFGS iteration: the previous C's fit
+        already met the stopping rule there, so they hold (and score) that classifier. Fits with
+        W = 0 are left out: C does not change their gradient, so they are as exact as before."""
+        return [fit.C for fit in self.path[1:] if fit.iterations == 0 and bool(fit.weight.any())]
+
+    @property
+    def untried(self) -> list[float]:
+        """The run of unmoved values of C right above the chosen one: they hold the chosen fit,
+        so whether a larger C scores better was not tested (lower ``tol``). Empty when the next
+        C's fit moved."""
+        unmoved = set(self.unmoved)
+        run = []
+        for fit in (fit for fit in self.path if fit.C > self.C):
+            if fit.C not in unmoved:
+                break
+            run.append(fit.C)
+        return run
+
 
 # ---------------------------------------------------------------------------------------------
 # Row basis

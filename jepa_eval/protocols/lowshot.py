@@ -12,7 +12,9 @@ float32 with a float64 check; CPU or CUDA). ``C`` is chosen on a seeded stratifi
 validation split of the low-shot training set (never on the evaluation labels), fitting
 the grid from strong to weak regularisation with warm starts, then the model is refit on
 the whole low-shot training set at the chosen ``C``. Each fit's L-BFGS iterations and
-whether it met the stopping rule are recorded.
+whether it met the stopping rule are recorded, and how many values of C above the chosen one
+were left at its fit by the warm start (0 iterations: the choice there is not resolved; lower
+``tol``). ``tol`` stays scikit-learn's 1e-4, so low-shot v2 numbers reproduce.
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ class LowShotConfig:
     Cs: tuple[float, ...] = logreg.DEFAULT_CS
     val_fraction: float = 0.2
     max_iter: int = 200
-    tol: float = 1e-4
+    tol: float = option(1e-4, "L-BFGS stopping tolerance on the largest gradient entry (scikit-learn's default; "
+                              "1e-6 resolves the choices the summary counts in choices_unresolved).")
     fallback_C: float = 1.0
     C_search: str = "grid"
     subset_file: str | None = option(None, "A published subset file (one <wnid>_<id>.JPEG a line), "
@@ -91,7 +94,8 @@ class LowShotConfig:
 @dataclass
 class LowShotResult:
     """``metrics``: per (setting, seed) with the chosen C: top1/top5, and the final fit's L-BFGS
-    ``iterations`` and ``converged`` (1.0 when it met the stopping rule, else 0.0);
+    ``iterations`` and ``converged`` (1.0 when it met the stopping rule, else 0.0), and
+    ``untried_Cs``, the count of :attr:`~jepa_eval.protocols.logreg.Selection.untried` C;
     ``summary``: mean/std of top1/top5 over seeds."""
 
     metrics: list[Metric] = field(default_factory=list)
@@ -189,7 +193,8 @@ def lowshot_evaluate(train_features: np.ndarray, train_labels: np.ndarray, eval_
         if num_classes > 5:
             metrics.append(Metric("top5", logreg.topk_accuracy(chosen.model, x_eval, y_eval, 5), point))
         metrics += [Metric("iterations", float(chosen.model.iterations), point),
-                    Metric("converged", float(chosen.model.converged), point)]
+                    Metric("converged", float(chosen.model.converged), point),
+                    Metric("untried_Cs", float(len(chosen.untried)), point)]
     return LowShotResult(metrics=metrics, summary=_summarise(metrics))
 
 
@@ -201,7 +206,8 @@ def evaluate(inputs: Inputs, config: LowShotConfig) -> Evaluation:
     summary: dict[str, Any] = {_setting_label(m): m.value for m in result.summary}
     refits = [m for m in result.metrics if m.name == "converged"]
     summary.update(solver="lbfgs", fits=len(refits), fits_not_converged=sum(m.value == 0.0 for m in refits),
-                   iterations_max=int(max(m.value for m in result.metrics if m.name == "iterations")))
+                   iterations_max=int(max(m.value for m in result.metrics if m.name == "iterations")),
+                   choices_unresolved=sum(m.value > 0 for m in result.metrics if m.name == "untried_Cs"))
     return Evaluation(list(result.metrics) + list(result.summary), summary)
 
 
