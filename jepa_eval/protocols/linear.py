@@ -411,13 +411,13 @@ def _lbfgs_probe(train: tuple[torch.Tensor, torch.Tensor], held: np.ndarray | No
                Metric("top5", logreg.topk_accuracy(model, *report, 5), coords)]
     metrics += [Metric("val_top1", score, {"C": C}) for C, score in chosen.scores.items()]
     grid = [{"C": fit.C, "val_top1": chosen.scores[fit.C], "iterations": fit.iterations} for fit in chosen.path]
-    if chosen.untried:
-        warnings.warn(f"linear probe: at tol {config.tol:g} the fits at C = "
-                      f"{', '.join(f'{C:g}' for C in chosen.untried)} "
+    untried = chosen.untried
+    if untried:
+        warnings.warn(f"linear probe: at tol {config.tol:g} the fits at C = {', '.join(f'{C:g}' for C in untried)} "
                       f"took no L-BFGS iteration from the chosen C = {chosen.C:g} fit, which already met the "
                       "stopping rule there, so the choice among them is not resolved; lower --tol", stacklevel=3)
     training = {"iterations": model.iterations, "converged": model.converged, "precision": model.precision,
-                "objective": model.objective, "unmoved_Cs": chosen.unmoved, "untried_Cs": chosen.untried}
+                "objective": model.objective, "unmoved_Cs": chosen.unmoved, "untried_Cs": untried}
     sizes = {"fit": split[0].size, "select": split[1].size, "eval": report[1].numel(),
              "refit": labels.numel() if refit else split[0].size}
     choice = {**coords, "val_top1": chosen.scores[chosen.C], "train_loss": train_loss}

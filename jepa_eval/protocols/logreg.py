@@ -56,6 +56,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import takewhile
 
 import numpy as np
 import torch
@@ -133,12 +134,7 @@ class Selection:
         so whether a larger C scores better was not tested (lower ``tol``). Empty when the next
         C's fit moved."""
         unmoved = set(self.unmoved)
-        run = []
-        for fit in (fit for fit in self.path if fit.C > self.C):
-            if fit.C not in unmoved:
-                break
-            run.append(fit.C)
-        return run
+        return list(takewhile(unmoved.__contains__, (fit.C for fit in self.path if fit.C > self.C)))
 
 
 # ---------------------------------------------------------------------------------------------
